@@ -1,0 +1,107 @@
+"""Input conversion and validation shared by every module.
+
+Public functions accept numpy arrays, tensors or nested sequences of numbers and return tensors.
+Integers become float64; float32 stays float32 (tolerances follow the dtype).
+"""
+
+import numbers
+
+import numpy as np
+import torch
+
+#: Off-manifold tolerance by dtype (DESIGN: 1e-6 in float64, 1e-4 in float32).
+MANIFOLD_ATOL = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+def as_float_tensor(x, name, dtype=None, device=None):
+    """Convert ``x`` to a floating tensor; ``TypeError`` naming ``name`` if it is not numeric."""
+    if isinstance(x, torch.Tensor):
+        t = x
+    elif isinstance(x, (np.ndarray, list, tuple, numbers.Number, np.generic)):
+        arr = np.asarray(x)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"{name} must be a numeric array or tensor, found dtype {arr.dtype}")
+        t = torch.as_tensor(arr)
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, found {type(x).__name__}")
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, found complex dtype {t.dtype}")
+    if dtype is not None:
+        t = t.to(dtype)
+    elif not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float64)
+    if device is not None:
+        t = t.to(device)
+    return t
+
+
+def check_finite(t, name):
+    """``ValueError`` if ``t`` holds NaN or inf, with the count."""
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        raise ValueError(f"{name} must be finite: found {int(bad.sum())} NaN/inf entries")
+    return t
+
+
+def check_shape(t, name, point_shape, what="points"):
+    """``ValueError`` unless ``t`` has shape ``(n, *point_shape)``."""
+    expected = (len(point_shape) + 1)
+    if t.ndim != expected or tuple(t.shape[1:]) != tuple(point_shape):
+        shape = "(n, " + ", ".join(str(s) for s in point_shape) + ")"
+        raise ValueError(f"{name} must be {what} of shape {shape}, found shape {tuple(t.shape)}")
+    return t
+
+
+def check_positive_int(value, name, minimum=1):
+    """Return ``int(value)``; ``TypeError`` for a non-integer, ``ValueError`` below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral,)):
+        if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an integer, found {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, found {value}")
+    return int(value)
+
+
+def check_time(t, name="t", allow_zero=False, dtype=torch.float64, device=None):
+    """A diffusion time: a Python float or a 0-d/1-d tensor, finite and > 0 (>= 0 if allowed)."""
+    tt = as_float_tensor(t, name, dtype=dtype, device=device)
+    check_finite(tt, name)
+    if allow_zero:
+        if bool((tt < 0).any()):
+            raise ValueError(f"{name} must be >= 0, found min {float(tt.min()):.3g}")
+    elif bool((tt <= 0).any()):
+        raise ValueError(f"{name} must be > 0, found min {float(tt.min()):.3g}")
+    return tt
+
+
+def as_generator(rng, device=None):
+    """A ``torch.Generator`` from ``rng``: a generator (returned as is), an int seed, or None (fresh entropy).
+
+    Never touches torch's global random state.
+    """
+    if isinstance(rng, torch.Generator):
+        return rng
+    gen = torch.Generator(device=device if device is not None else "cpu")
+    if rng is None:
+        gen.manual_seed(int(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0] >> 1))
+    elif isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"rng seed must be non-negative, found {rng}")
+        gen.manual_seed(int(rng))
+    else:
+        raise TypeError(f"rng must be a torch.Generator, an int seed or None, found {type(rng).__name__}")
+    return gen
+
+
+def randn(gen, shape, dtype=torch.float64, device=None):
+    """Standard normal draws from ``gen`` (drawn on the generator's device, moved to ``device``)."""
+    out = torch.randn(shape, generator=gen, dtype=dtype, device=gen.device)
+    return out if device is None else out.to(device)
+
+
+def rand(gen, shape, dtype=torch.float64, device=None):
+    """Uniform [0, 1) draws from ``gen`` (drawn on the generator's device, moved to ``device``)."""
+    out = torch.rand(shape, generator=gen, dtype=dtype, device=gen.device)
+    return out if device is None else out.to(device)

@@ -1,0 +1,1 @@
+"""heatscore.datasets"""

@@ -1,0 +1,1 @@
+"""heatscore.heat_kernels"""

@@ -1,0 +1,12 @@
+"""Manifolds with Laplace–Beltrami eigenpairs: Sphere, Torus, SO3, TriangleMesh, Euclidean."""
+
+from heatscore.manifolds._base import Eigenpairs, Manifold
+from heatscore.manifolds._geomstats import from_geomstats
+from heatscore.manifolds.euclidean import Euclidean
+from heatscore.manifolds.mesh import TriangleMesh
+from heatscore.manifolds.so3 import SO3
+from heatscore.manifolds.sphere import Sphere
+from heatscore.manifolds.torus import Torus
+
+__all__ = ["Manifold", "Eigenpairs", "Sphere", "Torus", "SO3", "TriangleMesh", "Euclidean",
+           "from_geomstats"]

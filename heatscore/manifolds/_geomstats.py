@@ -1,0 +1,5 @@
+"""PLACEHOLDER"""
+
+
+def from_geomstats(space):
+    raise NotImplementedError

@@ -1,0 +1,6 @@
+"""PLACEHOLDER: being written."""
+from heatscore.manifolds._base import Manifold
+
+
+class TriangleMesh(Manifold):
+    pass

@@ -1,0 +1,32 @@
+"""Shared test settings: tolerances by dtype live here and nowhere else.
+
+Any looser tolerance in a test file is a named constant with its reason.
+"""
+
+import os
+
+import pytest
+import torch
+
+#: Round-off tolerances by dtype: (rtol, atol).
+TOL = {torch.float64: (1e-10, 1e-10), torch.float32: (1e-4, 1e-5)}
+
+#: Statistical checks use this many standard errors. For a Gaussian statistic the two-sided
+#: chance of a false failure is about 5.7e-7 per check.
+N_SIGMA = 5.0
+
+#: Path of the shared data folder bundled with the package.
+DATA_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "heatscore", "datasets", "data")
+
+
+def assert_close(actual, expected, rtol=None, atol=None, dtype=torch.float64):
+    """torch.testing.assert_close with the project's tolerances for ``dtype`` by default."""
+    r, a = TOL[dtype]
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=dtype), torch.as_tensor(expected, dtype=dtype),
+                               rtol=r if rtol is None else rtol, atol=a if atol is None else atol)
+
+
+@pytest.fixture
+def gen():
+    """A seeded torch.Generator (tests never use global random state)."""
+    return torch.Generator().manual_seed(1234)
