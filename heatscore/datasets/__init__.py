@@ -1,1 +1,13 @@
-"""heatscore.datasets"""
+"""Data that ships with heatscore: Earth-science events on S² and the Spot mesh.
+
+Sources (see each CSV's first lines): NOAA NCEI significant volcanic eruptions and earthquakes,
+the Dartmouth Flood Observatory archive, NASA FIRMS active fires; "Spot" the cow by Keenan Crane
+(CC0).
+"""
+
+from heatscore.datasets._earth import (EARTH_DATASETS, earth_path, latlon_to_unit,
+                                       load_earth, load_earth_latlon, unit_to_latlon)
+from heatscore.datasets._meshes import spot_path
+
+__all__ = ["EARTH_DATASETS", "earth_path", "load_earth", "load_earth_latlon", "latlon_to_unit",
+           "unit_to_latlon", "spot_path"]

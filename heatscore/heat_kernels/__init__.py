@@ -1,1 +1,12 @@
-"""heatscore.heat_kernels"""
+"""Heat kernels, forward (noising) samplers, heat-kernel embeddings and MMD."""
+
+from heatscore.heat_kernels._embeddings import (diffusion_distance, diffusion_map,
+                                                heat_kernel_signature, kernel_mean_embedding, mmd,
+                                                mmd_permutation_test)
+from heatscore.heat_kernels._kernel import HeatKernel
+from heatscore.heat_kernels._backends import spectral_sum
+from heatscore.heat_kernels._sampling import sample_heat_kernel
+
+__all__ = ["HeatKernel", "sample_heat_kernel", "spectral_sum", "kernel_mean_embedding",
+           "heat_kernel_signature", "diffusion_map", "diffusion_distance", "mmd",
+           "mmd_permutation_test"]

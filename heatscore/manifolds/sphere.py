@@ -1,6 +1,238 @@
-"""PLACEHOLDER: being written."""
-from heatscore.manifolds._base import Manifold
+"""The unit sphere S^d ⊂ R^{d+1} with the induced metric, and real spherical harmonics on S².
+
+Points are unit vectors ``(n, d+1)``; tangent vectors at x are ambient vectors ``(n, d+1)``
+orthogonal to x. Points accepted by the validators may be off the sphere by the tolerance of
+DESIGN.md (1e-6 in float64); the geometry uses their directions x/|x|.
+"""
+
+import functools
+import math
+
+import torch
+
+from heatscore._validation import as_generator, check_positive_int, randn
+from heatscore.manifolds._base import Eigenpairs, Manifold, rows_per_chunk
+
+
+def _unit(x):
+    """Rows of ``x`` scaled to unit length (validated points are within 1e-6 of it already)."""
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+
+
+def _dot(a, b):
+    """(n, 1) row-wise inner product."""
+    return (a * b).sum(dim=-1, keepdim=True)
+
+
+def _tangent_part(x, v):
+    """v − (x·v) x for unit ``x``: the component of ``v`` orthogonal to ``x``."""
+    return v - _dot(x, v) * x
+
+
+def _sphere_volume(d):
+    """Area of S^d: 2π^{(d+1)/2} / Γ((d+1)/2), by |S^d| = 2π/(d−1) |S^{d−2}|, |S^0| = 2, |S^1| = 2π."""
+    vol = 2.0 if d % 2 == 0 else 2.0 * math.pi
+    for k in range(2 if d % 2 == 0 else 3, d + 1, 2):
+        vol *= 2.0 * math.pi / (k - 1)
+    return vol
 
 
 class Sphere(Manifold):
-    pass
+    """The unit sphere S^d = {x ∈ R^{d+1}: |x| = 1} (default d = 2), induced metric.
+
+    Volume 2π^{(d+1)/2}/Γ((d+1)/2) (4π on S²). Geodesic distance θ(x, y) =
+    2·atan2(|y − x|, |y + x|), accurate for tiny angles and near the antipode. ``exp`` uses the
+    tangent part of ``v`` (its component along x is dropped, as in geomstats). ``log`` at the
+    exact antipode y = −x (where every direction is a minimising geodesic) returns π·u with u the
+    unit tangent obtained by projecting the coordinate axis e_i, i = argmin_i |x_i| (the first
+    such i on ties); e.g. log_{e_z}(−e_z) = π e_x. Eigenpairs (real spherical harmonics) exist
+    for d = 2 only: see :class:`SphericalHarmonics`.
+    """
+
+    _deviation_name = "| |x| - 1 |"
+
+    def __init__(self, dim=2):
+        self.dim = check_positive_int(dim, "dim", minimum=1)
+        self.point_shape = (self.dim + 1,)
+        self.ambient_shape = (self.dim + 1,)
+        self.volume = _sphere_volume(self.dim)
+
+    def __repr__(self):
+        return f"Sphere({self.dim})"
+
+    # --- geometry on validated, broadcast rows ---------------------------------------------
+    def _off_manifold(self, x):
+        return (torch.linalg.vector_norm(x, dim=-1) - 1.0).abs()
+
+    def _proj(self, x, v):
+        return _tangent_part(_unit(x), v)
+
+    def _exp(self, x, v):
+        """exp_x(v) = cos|v| x + sin|v| v/|v| on the tangent part of ``v`` (sinc form, exact at v = 0)."""
+        x = _unit(x)
+        v = _tangent_part(x, v)
+        r = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+        return torch.cos(r) * x + torch.sinc(r / math.pi) * v
+
+    def _log(self, x, y):
+        """log_x(y) = θ w/|w|, w = y − (x·y)x, θ = dist(x, y); 0 at y = x; the rule above at y = −x.
+
+        w is taken as the tangent part of y − x when x·y ≥ 0 and of y + x otherwise (equal
+        mathematically, but each free of cancellation where it is used).
+        """
+        x, y = _unit(x), _unit(y)
+        diff, summ = y - x, y + x
+        nd = torch.linalg.vector_norm(diff, dim=-1, keepdim=True)
+        ns = torch.linalg.vector_norm(summ, dim=-1, keepdim=True)
+        theta = 2.0 * torch.atan2(nd, ns)
+        w = _tangent_part(x, torch.where(nd <= ns, diff, summ))
+        nw = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        degenerate = nw == 0
+        # At the antipode, project the coordinate axis where |x_i| is smallest.
+        axis = torch.nn.functional.one_hot(x.abs().argmin(dim=-1), x.shape[-1]).to(x.dtype)
+        fallback = _tangent_part(x, axis)
+        fallback = fallback / torch.linalg.vector_norm(fallback, dim=-1, keepdim=True)
+        antipodal = degenerate & (nd > ns)
+        direction = torch.where(antipodal, fallback, w / torch.where(degenerate, 1.0, nw))
+        return theta * direction
+
+    def _dist(self, x, y):
+        x, y = _unit(x), _unit(y)
+        return 2.0 * torch.atan2(torch.linalg.vector_norm(y - x, dim=-1),
+                                 torch.linalg.vector_norm(y + x, dim=-1))
+
+    # --- sampling ---------------------------------------------------------------------------
+    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+        """``n`` points uniform w.r.t. area: normalised standard Gaussian vectors, ``(n, d+1)``."""
+        n = self._check_n(n)
+        gen = as_generator(rng, device)
+        z = randn(gen, (n, self.dim + 1), dtype=dtype, device=device)
+        return _unit(z)
+
+    # --- spectrum and interop ---------------------------------------------------------------
+    def eigenpairs(self, n_levels):
+        """Real spherical harmonics of degrees l = 0 … n_levels − 1 (S² only): λ = l(l+1), 2l+1 each."""
+        n_levels = self._check_levels(n_levels)
+        if self.dim != 2:
+            raise NotImplementedError(
+                f"{self!r}.eigenpairs: spherical harmonics are implemented for Sphere(2) only")
+        return SphericalHarmonics(self, n_levels)
+
+    def to_geomstats(self):
+        """geomstats ``Hypersphere(dim)`` (numpy backend; convert points through numpy)."""
+        from geomstats.geometry.hypersphere import Hypersphere
+        return Hypersphere(dim=self.dim)
+
+
+@functools.lru_cache(maxsize=None)
+def _calculator(l_max):
+    """The cached sphericart calculator of degrees ≤ ``l_max`` (one per l_max)."""
+    import sphericart.torch
+    return sphericart.torch.SphericalHarmonics(l_max)
+
+
+def _evaluate(u, l_max, with_values):
+    """Values ``(n, K)`` (or None) and gradients ``(n, K, 3)`` at unit ``u``, by rows.
+
+    sphericart differentiates the degree-0 homogeneous extension Y(x/|x|), whose radial
+    derivative is 0 (x·∇Y = 0): at unit u its gradient is the Riemannian gradient, tangent to
+    round-off (|u·∇Y| ≲ 1e-15 |∇Y|), so no projection is applied.
+    """
+    n, k = u.shape[0], (l_max + 1) ** 2
+    values = torch.empty((n, k), dtype=u.dtype, device=u.device) if with_values else None
+    grads = torch.empty((n, k, 3), dtype=u.dtype, device=u.device)
+    step = rows_per_chunk(4 * k)
+    for i in range(0, n, step):
+        v, g = _calculator(l_max).compute_with_gradients(u[i:i + step])
+        grads[i:i + step] = g.transpose(1, 2)
+        if with_values:
+            values[i:i + step] = v
+    return values, grads
+
+
+class _HarmonicGradients(torch.autograd.Function):
+    """Gradients ``(n, K, 3)`` at unit ``u`` from sphericart's forward derivatives.
+
+    Backward: for the incoming c = ∂L/∂G, ∂L/∂u_j = ∂_j ψ with ψ(u) = Σ_{k,i} c_{k,i} ∂_i Y_k(u),
+    by sphericart's double backpropagation. It is differentiable in c (create_graph works, e.g.
+    to train through a divergence); a third derivative in u raises sphericart's error.
+    """
+
+    @staticmethod
+    def forward(ctx, u, l_max):
+        ctx.save_for_backward(u)
+        ctx.l_max = l_max
+        return _evaluate(u, l_max, with_values=False)[1]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (u,) = ctx.saved_tensors
+        create_graph = torch.is_grad_enabled()
+        parts = []
+        step = rows_per_chunk(4 * grad_out.shape[1])
+        with torch.enable_grad():
+            u = u if u.requires_grad else u.detach().requires_grad_()
+            for start in range(0, u.shape[0], step):
+                ui, ci = u[start:start + step], grad_out[start:start + step]
+                values = _calculator(ctx.l_max)(ui)
+                psi = 0.0
+                for i in range(3):
+                    (d,) = torch.autograd.grad((values * ci[:, :, i]).sum(), ui, create_graph=True)
+                    psi = psi + d[:, i].sum()
+                (part,) = torch.autograd.grad(psi, ui, create_graph=create_graph)
+                parts.append(part)
+        return (torch.cat(parts) if parts else torch.zeros_like(u)), None
+
+
+class SphericalHarmonics(Eigenpairs):
+    """Real spherical harmonics Y_{l,m} on S², orthonormal w.r.t. area (∫ Y² dA = 1).
+
+    Order: l = 0 … l_max ascending, within l m = −l … l; Y_{l,m} is column k = l² + l + m, with
+    eigenvalue l(l+1) and level l (K = (l_max + 1)² columns, l_max = n_levels − 1).
+
+    Sign convention (Wikipedia's real harmonics, as computed by sphericart). With x = (sin θ cos φ,
+    sin θ sin φ, cos θ) and the complex harmonics Y_l^m of scipy's ``sph_harm_y`` (which carry
+    the Condon–Shortley phase (−1)^m):
+
+        Y_{l,m} = √2 (−1)^m Re Y_l^m      (m > 0)
+        Y_{l,0} = Y_l^0
+        Y_{l,m} = √2 (−1)^m Im Y_l^{|m|}  (m < 0)
+
+    i.e. Y_{l,m} = √2 N_l^{|m|} P_l^{|m|}(cos θ) · (cos mφ if m > 0, sin |m|φ if m < 0) with
+    P_l^m free of the Condon–Shortley phase and N_l^m = √((2l+1)/(4π) (l−m)!/(l+m)!). So
+    Y_{1,−1}, Y_{1,0}, Y_{1,1} = √(3/4π) (y, z, x).
+
+    ``grad`` returns the Riemannian gradient (ambient, tangent) ``(n, K, 3)``. Autograd goes
+    twice through values and once through ``grad`` in x (e.g. for a divergence, which may itself
+    be differentiated in other parameters); a further derivative in x raises.
+    """
+
+    def __init__(self, manifold, n_levels):
+        self.l_max = n_levels - 1
+        degrees = torch.arange(n_levels, dtype=torch.long)
+        multiplicities = 2 * degrees + 1
+        levels = torch.repeat_interleave(degrees, multiplicities)
+        eigenvalues = (levels * (levels + 1)).to(torch.float64)
+        super().__init__(manifold, eigenvalues, levels, multiplicities)
+
+    @property
+    def orders(self):
+        """(K,) order m ∈ {−l, …, l} of each column (its degree l is ``levels``)."""
+        k = torch.arange(len(self))
+        return k - self.levels ** 2 - self.levels
+
+    def _values(self, x):
+        return _calculator(self.l_max)(_unit(x))
+
+    def _grad(self, x):
+        u = _unit(x)
+        if torch.is_grad_enabled() and u.requires_grad:
+            return _HarmonicGradients.apply(u, self.l_max)
+        return _evaluate(u, self.l_max, with_values=False)[1]
+
+    def values_and_grad(self, x):
+        """``(ep(x), ep.grad(x))`` from one sphericart pass where no autograd is needed."""
+        x = self.manifold.validate(x, "x")
+        if torch.is_grad_enabled() and x.requires_grad:
+            return self._values(x), self._grad(x)
+        return _evaluate(_unit(x), self.l_max, with_values=True)

@@ -1,0 +1,304 @@
+"""Weighted heat-kernel sums log Σ_j w_j k_τ(x, y_j) and their x-gradients, by three routes.
+
+- ``dense``: every (query, data) pair, in row chunks under DESIGN's memory budget.
+- ``neighbors``: a spatial index keeps, for each query x, only the data within a radius r(x)
+  chosen so that the dropped terms are at most ``eps`` times the kept sum (error bound below).
+- ``spectral``: Σ_n e^{−λ_n τ} ĉ_n φ_n(x) from the data's coefficients (cost independent of the
+  data size), used only where its tail bound certifies relative accuracy ``rtol`` at x.
+
+Neighbour bound. For kernels that decrease with the distance d (S², SO(3): exactly; T^d and R^d:
+bounded by the flat Gaussian up to the factor ``_FLAT_MARGIN``), the dropped mass is at most
+sup_{d ≥ r} k_τ(d) ≤ k_τ(r), and the kept sum is at least w_min k_τ(d_1) with d_1 the distance to
+the nearest datum. With log k_τ(d) ≈ −d²/(4τ) + const, the radius
+r² = d_1² + 4τ (log(1/eps) − log w_min + log _FLAT_MARGIN) bounds the relative error by ``eps``.
+"""
+
+import math
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from heatscore.heat_kernels._backends import backend_for
+from heatscore.manifolds._base import rows_per_chunk
+
+#: Allowance for curvature and wrapping on top of the flat Gaussian bound: the S² kernel exceeds
+#: the flat one by (θ/sin θ)^{1/2} ≤ 1.3 for θ ≤ 1.2; the wrapped Gaussian by < 2 for r < π.
+_FLAT_MARGIN = 4.0
+#: Largest radius (radians) at which the neighbour route is used; beyond it the dense route.
+_MAX_RADIUS = 1.2
+
+
+class SpatialIndex:
+    """Radius search in geodesic distance over the data points of a manifold.
+
+    S²: a k-d tree of the unit vectors (chord 2 sin(θ/2)); SO(3): unit quaternions with both
+    signs (chord 2 sin(θ/4)); T^d: a periodic k-d tree of the angles; R^d (OU): the data, queried
+    at e^{τ}x with radius e^{τ}r, since the kernel is centred at e^{−τ}y.
+    """
+
+    def __init__(self, manifold, Y):
+        from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
+
+        self.manifold = manifold
+        self.n = Y.shape[0]
+        Yn = Y.detach().cpu().numpy()
+        if isinstance(manifold, Sphere):
+            self.kind = "sphere"
+            self.tree = cKDTree(Yn)
+        elif isinstance(manifold, SO3):
+            self.kind = "so3"
+            q = _quaternions(Yn)
+            self.tree = cKDTree(np.concatenate([q, -q]))
+        elif isinstance(manifold, Torus):
+            self.kind = "torus"
+            self.tree = cKDTree(Yn, boxsize=2 * np.pi)  # validated angles lie in [0, 2π)
+        elif isinstance(manifold, Euclidean):
+            self.kind = "euclidean"
+            self.tree = cKDTree(Yn)
+        else:
+            raise TypeError(f"no spatial index for {manifold!r}")
+
+    def _embed(self, X, tau):
+        Xn = X.detach().cpu().numpy()
+        if self.kind == "so3":
+            return _quaternions(Xn)
+        if self.kind == "euclidean":
+            return Xn * math.exp(tau)
+        return Xn
+
+    def _to_embedded(self, r, tau):
+        """Geodesic (kernel) radius -> radius in the index's embedding."""
+        r = np.minimum(r, math.pi)
+        if self.kind == "sphere":
+            return 2 * np.sin(r / 2)
+        if self.kind == "so3":
+            return 2 * np.sin(r / 4)
+        if self.kind == "euclidean":
+            return r * math.exp(tau)
+        return r
+
+    def _from_embedded(self, c, tau):
+        if self.kind == "sphere":
+            return 2 * np.arcsin(np.minimum(c / 2, 1.0))
+        if self.kind == "so3":
+            return 4 * np.arcsin(np.minimum(c / 2, 1.0))
+        if self.kind == "euclidean":
+            return c * math.exp(-tau)
+        return c
+
+    def nearest(self, X, tau, k=1):
+        """(n, k) distances (kernel metric) and indices of the k nearest data points."""
+        d, j = self.tree.query(self._embed(X, tau), k=k, workers=-1)
+        d = np.asarray(d).reshape(X.shape[0], k)
+        j = np.asarray(j).reshape(X.shape[0], k) % self.n
+        return self._from_embedded(d, tau), j
+
+    def pairs(self, X, radius, tau):
+        """Flattened (query index, data index) pairs with distance ≤ radius (per query)."""
+        lists = self.tree.query_ball_point(self._embed(X, tau), self._to_embedded(radius, tau),
+                                           workers=-1, return_sorted=False)
+        counts = np.fromiter((len(a) for a in lists), dtype=np.int64, count=len(lists))
+        qi = np.repeat(np.arange(len(lists)), counts)
+        dj = np.concatenate([np.asarray(a, dtype=np.int64) for a in lists]) if counts.sum() else np.zeros(0, np.int64)
+        dj = dj % self.n
+        if self.kind == "so3":  # both quaternion signs cannot lie within a chord < √2; dedupe ties
+            key = np.unique(qi * self.n + dj)
+            qi, dj = key // self.n, key % self.n
+        return qi, dj
+
+
+def _quaternions(R):
+    """(n, 3, 3) rotations -> (n, 4) unit quaternions (w, x, y, z), either sign."""
+    tr = np.trace(R, axis1=1, axis2=2)
+    K = np.empty((R.shape[0], 4, 4))
+    K[:, 0, 0] = tr
+    K[:, 0, 1] = K[:, 1, 0] = R[:, 2, 1] - R[:, 1, 2]
+    K[:, 0, 2] = K[:, 2, 0] = R[:, 0, 2] - R[:, 2, 0]
+    K[:, 0, 3] = K[:, 3, 0] = R[:, 1, 0] - R[:, 0, 1]
+    K[:, 1, 1] = 2 * R[:, 0, 0] - tr
+    K[:, 2, 2] = 2 * R[:, 1, 1] - tr
+    K[:, 3, 3] = 2 * R[:, 2, 2] - tr
+    K[:, 1, 2] = K[:, 2, 1] = R[:, 0, 1] + R[:, 1, 0]
+    K[:, 1, 3] = K[:, 3, 1] = R[:, 0, 2] + R[:, 2, 0]
+    K[:, 2, 3] = K[:, 3, 2] = R[:, 1, 2] + R[:, 2, 1]
+    _, vecs = np.linalg.eigh(K)
+    return vecs[:, :, -1]
+
+
+def segment_logsumexp(values, segments, n_segments):
+    """log Σ exp(values) per segment id (−inf for empty segments), stable."""
+    mx = torch.full((n_segments,), -math.inf, dtype=values.dtype, device=values.device)
+    mx = mx.scatter_reduce(0, segments, values, reduce="amax", include_self=True)
+    safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    s = torch.zeros_like(mx).index_add_(0, segments, torch.exp(values - safe[segments]))
+    return torch.log(s) + safe
+
+
+class KernelSum:
+    """log p(x) = log Σ_s π_s Σ_j w_j k_{τ_s}(x, y_j) and ∇_x log p (compact manifolds and R^d).
+
+    Parameters
+    ----------
+    manifold, Y (n, *pt) data, w (n,) weights summing to one.
+    eps : relative error allowed to the neighbour route (see the module docstring).
+    """
+
+    def __init__(self, manifold, Y, w, eps=1e-10):
+        self.manifold = manifold
+        self.Y = Y
+        self.w = w
+        self.log_w = torch.log(w)
+        self.eps = eps
+        self.backend = backend_for(manifold)
+        self._index = None
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = SpatialIndex(self.manifold, self.Y)
+        return self._index
+
+    # --- one time τ -----------------------------------------------------------------------
+    def radius(self, d1, tau):
+        """Per-query neighbour radius from the nearest-datum distance d1 (module docstring)."""
+        w_min = float(self.w[self.w > 0].min())
+        extra = 4 * tau * (math.log(1 / self.eps) - math.log(w_min) + math.log(_FLAT_MARGIN))
+        return np.sqrt(d1**2 + extra)
+
+    def log_and_grad(self, X, tau, want_grad=False, exclude_self=False, route="auto"):
+        """(n,) log Σ_j w_j k_τ(x, y_j) and (n, *ambient) its gradient (or None).
+
+        ``exclude_self``: X is the data itself and row i drops datum i (leave-one-out; the
+        weights are renormalised to sum to one without it).
+        """
+        n = X.shape[0]
+        if route == "auto":
+            route = "dense"
+            if n * self.Y.shape[0] > 4e6:
+                d1 = self._nearest(X, tau, exclude_self)
+                r = self.radius(d1, tau)
+                if float(np.quantile(r, 0.9)) <= _MAX_RADIUS:
+                    route = "neighbors"
+        if route == "neighbors":
+            return self._neighbors(X, tau, want_grad, exclude_self)
+        return self._dense(X, tau, want_grad, exclude_self)
+
+    def _nearest(self, X, tau, exclude_self):
+        k = 2 if exclude_self else 1
+        d, j = self.index.nearest(X, tau, k=k)
+        if exclude_self:
+            # the nearest other datum: column 0 unless it is the point itself
+            own = j[:, 0] == np.arange(X.shape[0])
+            return np.where(own, d[:, 1], d[:, 0])
+        return d[:, 0]
+
+    def _pairs_eval(self, X, qi, dj, tau, want_grad, n):
+        """Per-query logsumexp over the given (query, datum) pairs."""
+        qi_t = torch.as_tensor(qi, device=X.device)
+        dj_t = torch.as_tensor(dj, device=X.device)
+        P = qi_t.shape[0]
+        step = rows_per_chunk(1, budget=2**22)
+        logs, grads = [], []
+        for a in range(0, P, step):
+            xa, ya = X[qi_t[a:a + step]], self.Y[dj_t[a:a + step]]
+            lg, gr = self.backend.log_and_grad(xa, ya, torch.full((xa.shape[0],), tau, dtype=X.dtype,
+                                                                     device=X.device), want_grad)
+            logs.append(lg + self.log_w[dj_t[a:a + step]])
+            grads.append(gr)
+        vals = torch.cat(logs) if logs else X.new_zeros(0)
+        out = segment_logsumexp(vals, qi_t, n)
+        if not want_grad:
+            return out, None
+        g = torch.cat(grads) if grads else X.new_zeros((0,) + tuple(self.manifold.ambient_shape))
+        resp = torch.exp(vals - out[qi_t])                                   # responsibilities
+        shape = (-1,) + (1,) * (g.ndim - 1)
+        grad = X.new_zeros((n,) + tuple(g.shape[1:])).index_add_(0, qi_t, resp.reshape(shape) * g)
+        return out, grad
+
+    def _self_norm(self, out, exclude_self):
+        if exclude_self:
+            out = out - torch.log1p(-self.w)
+        return out
+
+    def _neighbors(self, X, tau, want_grad, exclude_self):
+        n = X.shape[0]
+        d1 = self._nearest(X, tau, exclude_self)
+        qi, dj = self.index.pairs(X, self.radius(d1, tau), tau)
+        if exclude_self:
+            keep = qi != dj
+            qi, dj = qi[keep], dj[keep]
+        out, grad = self._pairs_eval(X, qi, dj, tau, want_grad, n)
+        return self._self_norm(out, exclude_self), grad
+
+    def _dense(self, X, tau, want_grad, exclude_self):
+        n, m = X.shape[0], self.Y.shape[0]
+        step = rows_per_chunk(m, 8 * (1 + int(np.prod(self.manifold.ambient_shape))))
+        outs, grads = [], []
+        for a in range(0, n, step):
+            r = min(step, n - a)
+            qi = np.repeat(np.arange(r), m)
+            dj = np.tile(np.arange(m), r)
+            if exclude_self:
+                keep = (qi + a) != dj
+                qi, dj = qi[keep], dj[keep]
+            o, g = self._pairs_eval(X[a:a + r], qi, dj, tau, want_grad, r)
+            outs.append(o)
+            grads.append(g)
+        out = self._self_norm(torch.cat(outs), exclude_self)
+        return out, (torch.cat(grads) if want_grad else None)
+
+
+class SpectralSum:
+    """p_τ(x) = Σ_n e^{−λ_n τ} ĉ_n φ_n(x) with ĉ_n = Σ_j w_j φ_n(y_j) (compact manifolds).
+
+    The levels are chosen so that the uniform tail bound Σ_{l ≥ L} m_l e^{−λ_l τ}/vol (addition
+    theorem) is ≤ E = TAIL/vol; it holds for every x because Σ_j w_j = 1, so a value is certified
+    to relative accuracy ``rtol`` where p_τ(x) ≥ E/rtol.
+    """
+
+    #: Most eigenfunctions the spectral route evaluates (about 50 levels on S²).
+    MAX_FUNCTIONS = 2600
+    #: Absolute tail target, relative to the uniform density 1/vol.
+    TAIL = 1e-9
+
+    def __init__(self, manifold, Y, w):
+        self.manifold = manifold
+        self.Y = Y
+        self.w = w
+        self.backend = backend_for(manifold)
+        self._coef = {}
+
+    def levels_for(self, tau):
+        """Levels whose tail is ≤ TAIL/vol at τ, or None (no bound, or over MAX_FUNCTIONS)."""
+        if not hasattr(self.backend, "levels_for"):
+            return None
+        levels = self.backend.levels_for(tau, self.TAIL, "stationary")
+        if levels is None or levels > 4 * self.MAX_FUNCTIONS:
+            return None
+        return levels if self.backend.n_functions(levels) <= self.MAX_FUNCTIONS else None
+
+    def coefficients(self, n_levels):
+        if n_levels not in self._coef:
+            ep = self.manifold.eigenpairs(n_levels)
+            c = torch.zeros(len(ep), dtype=self.Y.dtype, device=self.Y.device)
+            for a in range(0, self.Y.shape[0], 8192):
+                c += self.w[a:a + 8192] @ ep._values(self.Y[a:a + 8192])
+            self._coef[n_levels] = (ep, c)
+        return self._coef[n_levels]
+
+    def value_and_grad(self, X, tau, n_levels, want_grad):
+        """(p (n,), ∇p (n, *ambient) or None, tail bound E)."""
+        ep, c = self.coefficients(n_levels)
+        a = torch.exp(-ep.eigenvalues.to(X) * tau) * c
+        p, g = [], []
+        step = max(1, (2**23) // max(1, len(ep) * (1 + int(np.prod(self.manifold.ambient_shape)))))
+        for s in range(0, X.shape[0], step):
+            if want_grad:
+                v, gr = ep.values_and_grad(X[s:s + step])
+                g.append(torch.einsum("k,nk...->n...", a, gr))
+            else:
+                v = ep._values(X[s:s + step])
+            p.append(v @ a)
+        bound = self.TAIL / self.manifold.volume
+        return torch.cat(p), (torch.cat(g) if want_grad else None), bound
