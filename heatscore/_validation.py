@@ -105,3 +105,19 @@ def rand(gen, shape, dtype=torch.float64, device=None):
     """Uniform [0, 1) draws from ``gen`` (drawn on the generator's device, moved to ``device``)."""
     out = torch.rand(shape, generator=gen, dtype=dtype, device=gen.device)
     return out if device is None else out.to(device)
+
+
+def normalised_weights(sample_weight, n, like):
+    """(n,) sample weights summing to one (uniform for None), on ``like``'s dtype and device.
+
+    ``ValueError`` for a wrong shape, NaN/inf, a negative weight or a zero sum.
+    """
+    if sample_weight is None:
+        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
+    w = as_float_tensor(sample_weight, "sample_weight", dtype=like.dtype, device=like.device)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), found {tuple(w.shape)}")
+    check_finite(w, "sample_weight")
+    if bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError("sample_weight must be non-negative with a positive sum")
+    return w / w.sum()

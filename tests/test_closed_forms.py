@@ -596,3 +596,33 @@ def test_sampler_reproducible_and_empty():
     b = sample_sphere_angle(0.2, 50, rng=5)
     assert torch.equal(a, b)
     assert sample_so3_angle(0.1, 0, rng=0).shape == (0,)
+
+
+def test_sphere_parametrix_route_matches_quadrature():
+    """The small-t parametrix route agrees with the Mehler–Dirichlet quadrature to DESIGN's
+    criterion |Δ log k| ≤ 1e-8 + 1e-6 |log k|, values and derivatives, up to its switch."""
+    from heatscore.heat_kernels import _closed_forms as cf
+
+    theta = torch.linspace(0.0, cf.SPHERE_PARAMETRIX_MAX_THETA, 401, dtype=torch.float64)
+    for t in (1e-10, 1e-8, 1e-6, 1e-5, cf.SPHERE_PARAMETRIX_MAX_T):
+        tt = torch.full_like(theta, t)
+        quad = cf._sphere_log_mehler_dirichlet(theta, tt)
+        par = cf._sphere_log_parametrix(theta, tt)
+        assert bool(((par - quad).abs() <= 1e-8 + 1e-6 * quad.abs()).all())
+        th = theta.clone().requires_grad_(True)
+        dq, = torch.autograd.grad(cf._sphere_log_mehler_dirichlet(th, tt).sum(), th)
+        th2 = theta.clone().requires_grad_(True)
+        dp, = torch.autograd.grad(cf._sphere_log_parametrix(th2, tt).sum(), th2)
+        torch.testing.assert_close(dp, dq, rtol=1e-7, atol=1e-7)
+
+
+def test_sphere_parametrix_derivative_is_analytic_derivative():
+    from heatscore.heat_kernels import _closed_forms as cf
+
+    theta = torch.cat([torch.linspace(0.0, 1.0, 301, dtype=torch.float64),
+                       torch.tensor([1e-9, 9.9e-3, 1.0e-2, 1.01e-2], dtype=torch.float64)])
+    for t in (1e-9, 1e-6, 1e-4):
+        tt = torch.full_like(theta, t)
+        th = theta.clone().requires_grad_(True)
+        auto, = torch.autograd.grad(cf._sphere_log_parametrix(th, tt).sum(), th)
+        torch.testing.assert_close(cf._sphere_dlog_parametrix(theta, tt), auto, rtol=1e-10, atol=1e-10)

@@ -333,3 +333,26 @@ def test_chunked_equals_unchunked():
         a = HeatKernel(m, chunk_size=3).grad_log(x, y, 0.05)
         b = HeatKernel(m).grad_log(x, y, 0.05)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_sphere_interpolation_table_matches_closed_form():
+    """Large same-time batches on S² go through the parametrix or RadialTable: DESIGN's accuracy
+    criterion holds
+    for values (|Δ log k| ≤ 1e-8 + 1e-6|log k|) and gradients, including near the antipode."""
+    from heatscore.heat_kernels import _closed_forms as cf
+    from heatscore.heat_kernels._backends import SphereBackend
+
+    m = Sphere(2)
+    n = SphereBackend.TABLE_MIN_PAIRS
+    x = m.random_uniform(n, rng=1)
+    y = torch.cat([m.random_uniform(n - 100, rng=2), -x[n - 100:]])  # 100 antipodal pairs
+    backend = SphereBackend(m)
+    for tau in (1e-8, 1e-4, 2e-4, 1e-3, 0.05, 0.4):
+        t = torch.full((n,), tau, dtype=torch.float64)
+        lg, g = backend.log_and_grad(x, y, t, True)
+        assert (tau in backend.__dict__.get("_tables", {})) == (tau > cf.SPHERE_PARAMETRIX_MAX_T)
+        theta = m._dist(x, y)
+        exact = cf.sphere_log_heat_kernel(theta, t)
+        assert bool(((lg - exact).abs() <= 1e-8 + 1e-6 * exact.abs()).all())
+        lg_ref, g_ref = super(SphereBackend, backend).log_and_grad(x, y, t, True)
+        torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-8)

@@ -27,6 +27,8 @@ from heatscore.manifolds._base import rows_per_chunk
 _FLAT_MARGIN = 4.0
 #: Largest radius (radians) at which the neighbour route is used; beyond it the dense route.
 _MAX_RADIUS = 1.2
+#: Below this many (query, datum) pairs the dense route is cheaper than building the index.
+_DENSE_PAIRS = 20_000
 
 
 class SpatialIndex:
@@ -166,32 +168,30 @@ class KernelSum:
         extra = 4 * tau * (math.log(1 / self.eps) - math.log(w_min) + math.log(_FLAT_MARGIN))
         return np.sqrt(d1**2 + extra)
 
-    def log_and_grad(self, X, tau, want_grad=False, exclude_self=False, route="auto"):
+    def log_and_grad(self, X, tau, want_grad=False, exclude_rows=None, route="auto"):
         """(n,) log Σ_j w_j k_τ(x, y_j) and (n, *ambient) its gradient (or None).
 
-        ``exclude_self``: X is the data itself and row i drops datum i (leave-one-out; the
-        weights are renormalised to sum to one without it).
+        ``exclude_rows`` (n,) int: query i is datum ``exclude_rows[i]``, which is left out
+        (leave-one-out; the remaining weights are renormalised to sum to one).
         """
         n = X.shape[0]
         if route == "auto":
             route = "dense"
-            if n * self.Y.shape[0] > 4e6:
-                d1 = self._nearest(X, tau, exclude_self)
-                r = self.radius(d1, tau)
-                if float(np.quantile(r, 0.9)) <= _MAX_RADIUS:
+            if n * self.Y.shape[0] > _DENSE_PAIRS:
+                d1 = self._nearest(X, tau, exclude_rows)
+                if float(np.quantile(self.radius(d1, tau), 0.9)) <= _MAX_RADIUS:
                     route = "neighbors"
         if route == "neighbors":
-            return self._neighbors(X, tau, want_grad, exclude_self)
-        return self._dense(X, tau, want_grad, exclude_self)
+            return self._neighbors(X, tau, want_grad, exclude_rows)
+        return self._dense(X, tau, want_grad, exclude_rows)
 
-    def _nearest(self, X, tau, exclude_self):
-        k = 2 if exclude_self else 1
-        d, j = self.index.nearest(X, tau, k=k)
-        if exclude_self:
-            # the nearest other datum: column 0 unless it is the point itself
-            own = j[:, 0] == np.arange(X.shape[0])
-            return np.where(own, d[:, 1], d[:, 0])
-        return d[:, 0]
+    def _nearest(self, X, tau, exclude_rows):
+        """(n,) distance from each query to its nearest datum (other than its excluded row)."""
+        if exclude_rows is None:
+            return self.index.nearest(X, tau, k=1)[0][:, 0]
+        d, j = self.index.nearest(X, tau, k=2)
+        own = j[:, 0] == exclude_rows.cpu().numpy()
+        return np.where(own, d[:, 1], d[:, 0])
 
     def _pairs_eval(self, X, qi, dj, tau, want_grad, n):
         """Per-query logsumexp over the given (query, datum) pairs."""
@@ -216,36 +216,37 @@ class KernelSum:
         grad = X.new_zeros((n,) + tuple(g.shape[1:])).index_add_(0, qi_t, resp.reshape(shape) * g)
         return out, grad
 
-    def _self_norm(self, out, exclude_self):
-        if exclude_self:
-            out = out - torch.log1p(-self.w)
+    def _renormalise(self, out, exclude_rows):
+        if exclude_rows is not None:
+            out = out - torch.log1p(-self.w[exclude_rows])
         return out
 
-    def _neighbors(self, X, tau, want_grad, exclude_self):
+    def _neighbors(self, X, tau, want_grad, exclude_rows):
         n = X.shape[0]
-        d1 = self._nearest(X, tau, exclude_self)
+        d1 = self._nearest(X, tau, exclude_rows)
         qi, dj = self.index.pairs(X, self.radius(d1, tau), tau)
-        if exclude_self:
-            keep = qi != dj
+        if exclude_rows is not None:
+            keep = dj != exclude_rows.cpu().numpy()[qi]
             qi, dj = qi[keep], dj[keep]
         out, grad = self._pairs_eval(X, qi, dj, tau, want_grad, n)
-        return self._self_norm(out, exclude_self), grad
+        return self._renormalise(out, exclude_rows), grad
 
-    def _dense(self, X, tau, want_grad, exclude_self):
+    def _dense(self, X, tau, want_grad, exclude_rows):
         n, m = X.shape[0], self.Y.shape[0]
         step = rows_per_chunk(m, 8 * (1 + int(np.prod(self.manifold.ambient_shape))))
+        excl = None if exclude_rows is None else exclude_rows.cpu().numpy()
         outs, grads = [], []
         for a in range(0, n, step):
             r = min(step, n - a)
             qi = np.repeat(np.arange(r), m)
             dj = np.tile(np.arange(m), r)
-            if exclude_self:
-                keep = (qi + a) != dj
+            if excl is not None:
+                keep = excl[a + qi] != dj
                 qi, dj = qi[keep], dj[keep]
             o, g = self._pairs_eval(X[a:a + r], qi, dj, tau, want_grad, r)
             outs.append(o)
             grads.append(g)
-        out = self._self_norm(torch.cat(outs), exclude_self)
+        out = self._renormalise(torch.cat(outs), exclude_rows)
         return out, (torch.cat(grads) if want_grad else None)
 
 
@@ -268,11 +269,27 @@ class SpectralSum:
         self.w = w
         self.backend = backend_for(manifold)
         self._coef = {}
+        self._levels = {}
 
     def levels_for(self, tau):
         """Levels whose tail is ≤ TAIL/vol at τ, or None (no bound, or over MAX_FUNCTIONS)."""
         if not hasattr(self.backend, "levels_for"):
             return None
+        if tau not in self._levels:
+            self._levels[tau] = self._levels_uncached(tau)
+        return self._levels[tau]
+
+    def _levels_uncached(self, tau):
+        from heatscore.heat_kernels._backends import _RadialBackend
+
+        if isinstance(self.backend, _RadialBackend):
+            # λ_l = l(l+1): the single term at the largest affordable level already exceeds
+            # the tail target when τ is too small; skip the level search then
+            cap = 1
+            while self.backend.n_functions(cap + 1) <= self.MAX_FUNCTIONS:
+                cap += 1
+            if cap * (cap + 1) * tau < math.log(1 / self.TAIL):
+                return None
         levels = self.backend.levels_for(tau, self.TAIL, "stationary")
         if levels is None or levels > 4 * self.MAX_FUNCTIONS:
             return None

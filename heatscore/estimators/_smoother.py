@@ -13,11 +13,13 @@ import json
 import math
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import torch
 
-from heatscore._validation import as_float_tensor, as_generator, check_finite
+from heatscore._errors import TruncationWarning
+from heatscore._validation import as_float_tensor, as_generator, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._kernel_sum import KernelSum, SpectralSum
 
@@ -26,9 +28,16 @@ RTOL = 1e-7
 #: Grid points per decade of the time search, and the golden-section refinements after it.
 GRID_PER_DECADE = 3
 N_REFINE = 8
-#: Mixture times of ``time="multiscale"``: geometric around the single-time optimum.
-MULTISCALE_SPREAD = 30.0
-MULTISCALE_TIMES = 7
+#: EM for the multiscale weights: iterations and convergence tolerance (max weight change).
+EM_MAX_ITER = 2000
+EM_TOL = 1e-9
+#: Reverse sampling of a shrunk model: end time (× t*) and number of geometric steps.
+SHRUNK_T_END = 0.01
+SHRUNK_STEPS = 200
+#: Time selection scores leave-one-out likelihood on at most this many data points (a fixed,
+#: seeded random subset; each is left out of the full data): the criterion's sampling error is
+#: far below the differences between grid times, at a fraction of the cost.
+LOO_MAX_ROWS = 2000
 
 
 def _manifold_spec(m):
@@ -79,24 +88,38 @@ class DiffusionKernelSmoother(BaseEstimator):
     ----------
     manifold : a heatscore manifold (Sphere(2), Torus(d), SO3(), Euclidean(d), TriangleMesh).
     time : float, ``"auto"`` or ``"multiscale"``. A float fixes t*. ``"auto"`` maximises the
-        leave-one-out log-likelihood over a geometric grid from max(t_min, median(d_nn²)/200) to
-        1/λ_1 (d_nn: nearest-neighbour distances), refined by golden-section search. ``"multiscale"``
-        mixes ``MULTISCALE_TIMES`` times around that optimum with weights that maximise the
-        leave-one-out likelihood of the mixture (EM).
+        leave-one-out log-likelihood over a geometric grid from max(t_min, median(d_nn²)/200)
+        (t_min itself when the data hold exact duplicates) towards 1/λ_1 (d_nn: nearest-neighbour
+        distances; the search stops three grid points past the best), refined by golden-section
+        search; with more than ``LOO_MAX_ROWS`` points the criterion averages over a fixed random
+        subset of them. ``"multiscale"`` mixes the grid times searched (no refinement) with the
+        weights that maximise the leave-one-out likelihood of the mixture (EM; the objective is
+        concave in the weights); times whose weight falls below 1e-8 are dropped.
     t_min : smallest diffusion time considered; None: 2e-8/λ_1 (1e-8 on the unit sphere).
     route : ``"auto"``, ``"spectral"``, ``"neighbors"`` or ``"dense"`` (evaluation route; all agree
         to ``RTOL``; ``"auto"`` picks the cheapest certified one per call).
+    shrinkage : bool. Positive-part James–Stein shrinkage of the spectral coefficients (compact
+        analytic manifolds; single time), in the form that holds for anisotropic covariance:
+        with the non-constant coefficients pooled, ĉ ← (1 − (tr Ĉ − 2λ_max(Ĉ))/(n_eff |ĉ|²))₊ ĉ,
+        Ĉ the weighted covariance of φ(X) over the pool and n_eff = 1/Σw_i²; skipped where
+        tr Ĉ ≤ 2λ_max(Ĉ); the constant term is kept. The density is the truncated expansion
+        Σ_n e^{−λ_n t} ĉ_n φ_n, which can dip below zero: there ``TruncationWarning`` and the
+        unshrunk kernel density. Samples come from the reverse sampler with the shrunk score.
+    n_levels : levels of the shrunk expansion (None: the levels that resolve t* to TAIL).
 
     Fitted attributes: ``X_`` (n, *pt), ``sample_weight_`` (n,) normalised, ``times_`` (S,),
     ``weights_`` (S,) mixture weights, ``time_`` (t* for a single time), ``t_min_``,
     ``loo_log_likelihood_`` (mean LOO log-likelihood per grid time, for "auto"), ``grid_``.
     """
 
-    def __init__(self, manifold, time="auto", t_min=None, route="auto"):
+    def __init__(self, manifold, time="auto", t_min=None, route="auto", shrinkage=False,
+                 n_levels=None):
         self.manifold = manifold
         self.time = time
         self.t_min = t_min
         self.route = route
+        self.shrinkage = shrinkage
+        self.n_levels = n_levels
 
     # --- fitting ------------------------------------------------------------------------------
     def _validate_params(self):
@@ -121,7 +144,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         X = m.validate(X, "X")
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
-        w = self._weights(sample_weight, X)
+        w = normalised_weights(sample_weight, X.shape[0], X)
         lam1 = _first_eigenvalue(m)
         self.t_min_ = 2e-8 / lam1 if self.t_min is None else float(self.t_min)
         self.X_, self.sample_weight_ = X, w
@@ -133,75 +156,109 @@ class DiffusionKernelSmoother(BaseEstimator):
         else:
             if X.shape[0] < 2:
                 raise ValueError(f"time={self.time!r} needs at least 2 points, found {X.shape[0]}")
-            t_best = self._select_time(lam1)
+            t_best = self._select_time(lam1, refine=self.time == "auto")
             if self.time == "auto":
                 times, weights = [t_best], [1.0]
             else:
-                times, weights = self._multiscale(t_best, lam1)
+                times, weights = self._multiscale()
         self.times_ = torch.tensor(times, dtype=torch.float64)
         self.weights_ = torch.tensor(weights, dtype=torch.float64)
         if len(times) == 1:
             self.time_ = times[0]
+        if self.shrinkage:
+            self._fit_shrinkage()
         return self
 
-    @staticmethod
-    def _weights(sample_weight, X):
-        n = X.shape[0]
-        if sample_weight is None:
-            return torch.full((n,), 1.0 / n, dtype=X.dtype, device=X.device)
-        w = as_float_tensor(sample_weight, "sample_weight", dtype=X.dtype, device=X.device)
-        if w.shape != (n,):
-            raise ValueError(f"sample_weight must have shape ({n},), found {tuple(w.shape)}")
-        check_finite(w, "sample_weight")
-        if bool((w < 0).any()) or float(w.sum()) <= 0:
-            raise ValueError("sample_weight must be non-negative with a positive sum")
-        return w / w.sum()
+    def _fit_shrinkage(self):
+        """Positive-part James–Stein on the pooled non-constant coefficients (class docstring)."""
+        if len(self.times_) != 1:
+            raise ValueError("shrinkage=True needs a single time (a float or 'auto'), "
+                             f"found time={self.time!r}")
+        levels = self.n_levels if self.n_levels is not None else self._spec.levels_for(self.time_)
+        if levels is None:
+            raise ValueError(f"shrinkage=True: t* = {self.time_:.3g} needs more than "
+                             f"{SpectralSum.MAX_FUNCTIONS} eigenfunctions; pass n_levels")
+        ep = self.manifold.eigenpairs(levels)
+        w = self.sample_weight_
+        phi = ep._values(self.X_)[:, 1:]                                  # (n, K − 1)
+        c = w @ phi
+        centred = phi - c
+        cov = (centred * w[:, None]).T @ centred
+        trace, lam_max = float(cov.trace()), float(torch.linalg.eigvalsh(cov)[-1])
+        n_eff = 1.0 / float((w * w).sum())
+        factor = 1.0
+        if trace > 2 * lam_max:
+            factor = max(0.0, 1.0 - (trace - 2 * lam_max) / (n_eff * float(c @ c)))
+        const = w @ ep._values(self.X_)[:, :1]
+        self.coef_ = torch.cat([const, factor * c])
+        self.shrinkage_factor_ = factor
+        self._shrunk_ep = ep
 
     def _build(self):
         self._ksum = KernelSum(self.manifold, self.X_, self.sample_weight_)
         self._spec = SpectralSum(self.manifold, self.X_, self.sample_weight_)
 
-    def _loo(self, tau):
-        """(n,) leave-one-out log p̂_{−i}(x_i) at time τ (route chosen like ``log_density``)."""
+    def _loo(self, tau, rows=None):
+        """Leave-one-out log p̂_{−i}(x_i) at time τ for the data rows ``rows`` (default all).
+
+        Spectral route: p̂_{−i}(x_i) = (p̂(x_i) − w_i k_τ(x_i, x_i))/(1 − w_i), with k_τ(x, x) the
+        same at every x on these homogeneous spaces; rows where the subtraction is not certified
+        to RTOL are recomputed by the kernel sum.
+        """
+        rows = torch.arange(self.X_.shape[0]) if rows is None else rows
+        Xr, w = self.X_[rows], self.sample_weight_[rows]
         levels = self._spec.levels_for(tau) if self.route in ("auto", "spectral") else None
+        route = "auto" if self.route == "spectral" else self.route
         if levels is not None:
-            p, _, bound = self._spec.value_and_grad(self.X_, tau, levels, False)
-            w = self.sample_weight_
-            self_term = w * torch.exp(self._ksum.backend.log_and_grad(
-                self.X_[:1], self.X_[:1], torch.tensor([tau], dtype=self.X_.dtype), False)[0])
-            loo = (p - self_term) / (1 - w)
+            p, _, bound = self._spec.value_and_grad(Xr, tau, levels, False)
+            k0 = torch.exp(self._ksum.backend.log_and_grad(
+                Xr[:1], Xr[:1], torch.tensor([tau], dtype=Xr.dtype), False)[0])
+            loo = (p - w * k0) / (1 - w)
             ok = loo * (1 - w) >= bound / RTOL
             out = torch.log(torch.where(ok, loo, torch.ones_like(loo)))
             if not bool(ok.all()):
                 idx = torch.nonzero(~ok).flatten()
-                sub, _ = self._ksum.log_and_grad(self.X_, tau, exclude_self=True,
-                                                 route="neighbors" if self.route == "auto" else "dense")
-                out[idx] = sub[idx]
+                out[idx] = self._ksum.log_and_grad(Xr[idx], tau, exclude_rows=rows[idx], route=route)[0]
             return out
-        route = "auto" if self.route == "spectral" else self.route
-        return self._ksum.log_and_grad(self.X_, tau, exclude_self=True, route=route)[0]
+        return self._ksum.log_and_grad(Xr, tau, exclude_rows=rows, route=route)[0]
 
-    def _loo_score(self, tau):
-        return float((self.sample_weight_ * self._loo(tau)).sum())
+    def _loo_score(self, tau, keep=None):
+        """Weighted mean LOO log-likelihood, over the fixed query subset ``_loo_rows``; the
+        per-row values are appended to ``keep`` if given."""
+        rows = self._loo_rows
+        w = self.sample_weight_[rows]
+        loo = self._loo(tau, rows)
+        if keep is not None:
+            keep.append(loo)
+        return float((w * loo).sum() / w.sum())
 
-    def _select_time(self, lam1):
+    def _select_time(self, lam1, refine=True):
+        n = self.X_.shape[0]
+        if n > LOO_MAX_ROWS:  # the criterion on a fixed random subset of held-out-one points
+            gen = torch.Generator().manual_seed(0)
+            self._loo_rows = torch.randperm(n, generator=gen)[:LOO_MAX_ROWS].sort().values
+        else:
+            self._loo_rows = torch.arange(n)
         d, _ = self._ksum.index.nearest(self.X_, 0.0, k=2)
         d_nn = d[:, 1]
         pos = d_nn[d_nn > 0]
         scale = float(np.median(pos) ** 2) if pos.size else self.t_min_
-        t_lo = max(self.t_min_, scale / 200)
+        # exact duplicates are atoms at the data's precision: then the grid starts at t_min
+        t_lo = self.t_min_ if pos.size < d_nn.size else max(self.t_min_, scale / 200)
         t_hi = max(10 * t_lo, 1.0 / lam1)
         n_grid = max(3, int(math.ceil(GRID_PER_DECADE * math.log10(t_hi / t_lo))) + 1)
         grid = np.geomspace(t_lo, t_hi, n_grid)
-        scores = []
+        scores, self._grid_loo = [], []
         for tau in grid:  # ascending; stop three points past the best (unimodal in practice)
-            scores.append(self._loo_score(float(tau)))
+            scores.append(self._loo_score(float(tau), self._grid_loo))
             b = int(np.argmax(scores))
             if len(scores) - 1 - b >= 3:
                 break
         self.grid_ = torch.tensor(grid[:len(scores)])
         self.loo_log_likelihood_ = torch.tensor(scores)
         b = int(np.argmax(scores))
+        if not refine:
+            return float(grid[b])
         lo = math.log(grid[max(b - 1, 0)])
         hi = math.log(grid[min(b + 1, len(scores) - 1)])
         return self._golden(lo, hi, grid[b], scores[b])
@@ -226,17 +283,19 @@ class DiffusionKernelSmoother(BaseEstimator):
                 best = max(best, (fd, math.exp(d)))
         return max(best[1], self.t_min_)
 
-    def _multiscale(self, t_best, lam1):
-        times = np.geomspace(max(self.t_min_, t_best / MULTISCALE_SPREAD),
-                             min(1.0 / lam1, t_best * MULTISCALE_SPREAD), MULTISCALE_TIMES)
-        L = torch.stack([self._loo(float(t)) for t in times], dim=1)          # (n, S)
-        w = self.sample_weight_
+    def _multiscale(self):
+        """Mixture weights over the evaluated grid times maximising the LOO likelihood (EM)."""
+        times = self.grid_.numpy()
+        L = torch.stack(self._grid_loo, dim=1)                               # (rows, G)
+        rows = self._loo_rows
+        w = self.sample_weight_[rows] / self.sample_weight_[rows].sum()
         pi = torch.full((len(times),), 1.0 / len(times), dtype=L.dtype)
-        for _ in range(500):  # EM for the mixture weights of the LOO densities
-            logr = torch.log(pi) + L
-            r = torch.softmax(logr, dim=1)
-            new = (w[:, None] * r).sum(0)
-            if float((new - pi).abs().max()) < 1e-10:
+        shift = L.max(dim=1, keepdim=True).values
+        P = torch.exp(L - shift)                                             # (rows, G), ≤ 1
+        for _ in range(EM_MAX_ITER):  # EM for the mixture weights of the LOO densities
+            mix = P @ pi
+            new = pi * ((w / mix) @ P)
+            if float((new - pi).abs().max()) < EM_TOL:
                 pi = new
                 break
             pi = new
@@ -265,6 +324,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         return out, g
 
     def _log_one(self, X, tau, want_grad):
+        if self.shrinkage:
+            return self._log_one_shrunk(X, tau, want_grad)
         levels = self._spec.levels_for(tau) if self.route in ("auto", "spectral") else None
         if levels is not None:
             p, g, bound = self._spec.value_and_grad(X, tau, levels, want_grad)
@@ -280,6 +341,29 @@ class DiffusionKernelSmoother(BaseEstimator):
             return out, grad
         route = "auto" if self.route == "spectral" else self.route
         return self._ksum.log_and_grad(X, tau, want_grad, route=route)
+
+    def _log_one_shrunk(self, X, tau, want_grad):
+        ep = self._shrunk_ep
+        a = torch.exp(-ep.eigenvalues.to(X) * tau) * self.coef_.to(X)
+        if want_grad:
+            vals, grads = ep.values_and_grad(X)
+            g = torch.einsum("k,nk...->n...", a, grads)
+        else:
+            vals, g = ep._values(X), None
+        p = vals @ a
+        ok = p > 0
+        out = torch.log(torch.where(ok, p, torch.ones_like(p)))
+        if want_grad:
+            g = g / torch.where(ok, p, torch.ones_like(p)).reshape((-1,) + (1,) * (g.ndim - 1))
+        if not bool(ok.all()):
+            warnings.warn(f"the shrunk expansion is not positive at {int((~ok).sum())} points; "
+                          "using the unshrunk kernel density there", TruncationWarning, stacklevel=4)
+            idx = torch.nonzero(~ok).flatten()
+            sub, gsub = self._ksum.log_and_grad(X[idx], tau, want_grad)
+            out[idx] = sub
+            if want_grad:
+                g[idx] = gsub
+        return out, g
 
     def log_density(self, X, t=0.0):
         """(n,) log p̂_t(x): the fitted density diffused for a further time t ≥ 0 (w.r.t. dvol)."""
@@ -306,10 +390,24 @@ class DiffusionKernelSmoother(BaseEstimator):
         self._check_fitted("times_")
         n = check_positive_int(n, "n", minimum=1)
         gen = as_generator(rng)
+        if self.shrinkage:
+            return self._sample_reverse(n, gen)
         idx = torch.multinomial(self.sample_weight_.cpu(), n, replacement=True, generator=gen)
         s = torch.multinomial(self.weights_.cpu(), n, replacement=True, generator=gen)
         return sample_heat_kernel(self.manifold, self.X_[idx.to(self.X_.device)],
                                   self.times_.to(self.X_)[s.to(self.X_.device)], rng=gen)
+
+    def _sample_reverse(self, n, gen):
+        """Shrunk model: the reverse geodesic random walk with its own score, from the stationary
+        law at T = DEFAULT_MIXING/λ_1 to t_end = ``SHRUNK_T_END`` × t* on a geometric grid
+        (steps ≪ t* near the end), i.e. draws of the shrunk p̂ diffused for a further 1% of t*."""
+        from heatscore.samplers import default_times, reverse_sde
+
+        times = default_times(self.manifold, SHRUNK_T_END * self.time_, n_steps=SHRUNK_STEPS)
+        with warnings.catch_warnings():  # negativity is reported by log_density, not per step
+            warnings.simplefilter("ignore", TruncationWarning)
+            return reverse_sde(self.manifold, lambda x, t: self.grad_log_density(x, t), n, times,
+                               rng=gen)
 
     # --- persistence ----------------------------------------------------------------------------
     def save(self, path):
@@ -317,6 +415,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         self._check_fitted("times_")
         meta = {"class": type(self).__name__, "manifold": _manifold_spec(self.manifold),
                 "time": self.time, "t_min": self.t_min, "route": self.route,
+                "shrinkage": bool(self.shrinkage), "n_levels": self.n_levels,
                 "t_min_": self.t_min_, "format": 1}
         arrays = {"X": self.X_.cpu().numpy(), "sample_weight": self.sample_weight_.cpu().numpy(),
                   "times": self.times_.numpy(), "weights": self.weights_.numpy(),
@@ -347,7 +446,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         if meta.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
         m = _manifold_from_spec(meta["manifold"], arrays)
-        est = cls(m, time=meta["time"], t_min=meta["t_min"], route=meta["route"])
+        est = cls(m, time=meta["time"], t_min=meta["t_min"], route=meta["route"],
+                  shrinkage=meta["shrinkage"], n_levels=meta["n_levels"])
         est.t_min_ = meta["t_min_"]
         est.X_ = torch.as_tensor(arrays["X"])
         est.sample_weight_ = torch.as_tensor(arrays["sample_weight"])
@@ -359,4 +459,6 @@ class DiffusionKernelSmoother(BaseEstimator):
             if extra in arrays:
                 setattr(est, extra, torch.as_tensor(arrays[extra]))
         est._build()
+        if est.shrinkage:  # deterministic from the saved data and time
+            est._fit_shrinkage()
         return est

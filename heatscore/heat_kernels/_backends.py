@@ -136,10 +136,109 @@ class _RadialBackend(_SpectralMixin):
         return lg, coef.reshape((-1,) + (1,) * (v.ndim - 1)) * v
 
 
+class RadialTable:
+    """log k_τ(θ) on [0, π] for one time τ by quintic Hermite interpolation on a uniform grid.
+
+    Nodes carry the exact log k, d log k/dθ and d² log k/dθ² (the closed forms and autograd), so
+    the interpolant reproduces polynomials of degree 5 exactly (the −θ²/4τ part included) and its
+    error is h⁶ max|∂⁶ log k| / 46080 with h = π/``N_INTERVALS``; the kernel's scale is √τ, so
+    ∂⁶ log k ~ τ^{−3} and the error is ≤ 1e-9 for τ ≥ ``MIN_T`` away from the antipode (pinned by
+    the tests). Used for
+    the many pairs at one time that kernel sums evaluate; the derivative is the interpolant's.
+    """
+
+    N_INTERVALS = 2048
+    MIN_T = 1e-4
+    #: Near the antipode the kernel focuses on a scale ~τ, finer than the grid: the closed form
+    #: is used within this distance of π.
+    ANTIPODE_MARGIN = 0.05
+
+    def __init__(self, log_fn, tau):
+        self.h = math.pi / self.N_INTERVALS
+        theta = torch.linspace(0.0, math.pi, self.N_INTERVALS + 1, dtype=torch.float64)
+        theta.requires_grad_(True)
+        f = log_fn(theta, torch.full_like(theta, tau))
+        d1, = torch.autograd.grad(f.sum(), theta, create_graph=True)
+        d2, = torch.autograd.grad(d1.sum(), theta)
+        self.f, self.d1, self.d2 = f.detach(), d1.detach(), d2.detach()
+
+    def __call__(self, theta, want_grad):
+        """(log k (P,), d log k/dθ (P,) or None) at angles θ in [0, π]."""
+        u = theta.detach() / self.h
+        i = torch.clamp(u.floor().long(), 0, self.N_INTERVALS - 1)
+        s = u - i
+        h = self.h
+        f0, f1 = self.f.to(theta.device)[i], self.f.to(theta.device)[i + 1]
+        a0, a1 = h * self.d1.to(theta.device)[i], h * self.d1.to(theta.device)[i + 1]
+        b0, b1 = h * h * self.d2.to(theta.device)[i], h * h * self.d2.to(theta.device)[i + 1]
+        s2 = s * s
+        s3 = s2 * s
+        # coefficients of the quintic in s matching (f, h f', h² f'') at both ends
+        c3 = 10 * (f1 - f0) - 6 * a0 - 4 * a1 - 1.5 * b0 + 0.5 * b1
+        c4 = -15 * (f1 - f0) + 8 * a0 + 7 * a1 + 1.5 * b0 - b1
+        c5 = 6 * (f1 - f0) - 3 * a0 - 3 * a1 - 0.5 * b0 + 0.5 * b1
+        val = f0 + a0 * s + 0.5 * b0 * s2 + s3 * (c3 + s * (c4 + s * c5))
+        if not want_grad:
+            return val, None
+        der = a0 + b0 * s + s2 * (3 * c3 + s * (4 * c4 + 5 * c5 * s))
+        return val, der / h
+
+
 class SphereBackend(_RadialBackend):
     log_radial = staticmethod(cf.sphere_log_heat_kernel)
     dlog_radial = staticmethod(cf.sphere_dlog_heat_kernel_dtheta)
     _levels_for = staticmethod(cf.sphere_levels_for_accuracy)
+    #: Pairs at one time from which the interpolation table pays for itself.
+    TABLE_MIN_PAIRS = 50_000
+
+    def log_and_grad(self, x, y, t, want_grad):
+        """Large batches at one time τ take a fast exact route: the small-t parametrix (τ ≤
+        SPHERE_PARAMETRIX_MAX_T, where the closed forms use it too) or ``RadialTable``."""
+        tau = float(t[0]) if t.numel() else 0.0
+        if (t.numel() < self.TABLE_MIN_PAIRS or tau >= cf.SPHERE_SERIES_MIN_T
+                or (cf.SPHERE_PARAMETRIX_MAX_T < tau < RadialTable.MIN_T)
+                or bool((t != t[0]).any())):
+            return super().log_and_grad(x, y, t, want_grad)
+        radial = self._parametrix if tau <= cf.SPHERE_PARAMETRIX_MAX_T else self._table(tau)
+        m = self.manifold
+        if not want_grad:
+            theta = m._dist(x, y)
+            return self._fast_or_exact(radial, theta, tau, False)[0], None
+        v = m._log(x, y)
+        theta = torch.sqrt(torch.clamp(m._inner(x, v, v), min=0.0))
+        lg, d = self._fast_or_exact(radial, theta, tau, True)
+        safe = torch.where(theta > 0, theta, torch.ones_like(theta))
+        coef = torch.where(theta > 0, -d / safe, torch.zeros_like(theta))
+        return lg, coef.reshape((-1,) + (1,) * (v.ndim - 1)) * v
+
+    @staticmethod
+    def _parametrix(theta, want_grad, tau):
+        t = torch.full_like(theta, tau)
+        return (cf._sphere_log_parametrix(theta, t),
+                cf._sphere_dlog_parametrix(theta, t) if want_grad else None)
+
+    def _fast_or_exact(self, radial, theta, tau, want_grad):
+        """The fast route up to its angle limit; the closed form on the (rare) pairs beyond."""
+        if radial is self._parametrix:
+            lg, d = radial(theta, want_grad, tau)
+            far = theta > cf.SPHERE_PARAMETRIX_MAX_THETA
+        else:
+            lg, d = radial(theta, want_grad)
+            far = theta > math.pi - RadialTable.ANTIPODE_MARGIN
+        if bool(far.any()):
+            tf = torch.full_like(theta[far], tau)
+            lg[far] = cf.sphere_log_heat_kernel(theta[far], tf)
+            if want_grad:
+                d[far] = cf.sphere_dlog_heat_kernel_dtheta(theta[far], tf)
+        return lg, d
+
+    def _table(self, tau):
+        cache = self.__dict__.setdefault("_tables", {})
+        if tau not in cache:
+            if len(cache) > 64:
+                cache.clear()
+            cache[tau] = RadialTable(cf.sphere_log_heat_kernel, tau)
+        return cache[tau]
 
     def n_functions(self, n_levels):
         return n_levels**2

@@ -15,21 +15,10 @@ import math
 
 import torch
 
-from heatscore._validation import as_float_tensor, as_generator, check_finite, check_positive_int
+from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
+                                   normalised_weights)
 from heatscore.heat_kernels._kernel import HeatKernel, check_kernel_time
 from heatscore.manifolds._base import rows_per_chunk
-
-
-def _weights(sample_weight, n, like):
-    if sample_weight is None:
-        return torch.full((n,), 1.0 / n, dtype=like.dtype, device=like.device)
-    w = as_float_tensor(sample_weight, "sample_weight", dtype=like.dtype, device=like.device)
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), found {tuple(w.shape)}")
-    check_finite(w, "sample_weight")
-    if bool((w < 0).any()) or float(w.sum()) <= 0:
-        raise ValueError("sample_weight must be non-negative with a positive sum")
-    return w / w.sum()
 
 
 def kernel_mean_embedding(manifold, X, t, n_levels, sample_weight=None, eigenpairs=None,
@@ -42,7 +31,7 @@ def kernel_mean_embedding(manifold, X, t, n_levels, sample_weight=None, eigenpai
     if tt.ndim != 0 or not bool(torch.isfinite(tt)) or float(tt) < 0:
         raise ValueError(f"t must be a finite scalar >= 0, found {t!r}")
     ep = manifold.eigenpairs(check_positive_int(n_levels, "n_levels")) if eigenpairs is None else eigenpairs
-    w = _weights(sample_weight, X.shape[0], X)
+    w = normalised_weights(sample_weight, X.shape[0], X)
     c = torch.zeros(len(ep), dtype=X.dtype, device=X.device)
     for i in range(0, X.shape[0], chunk_size):
         c += w[i:i + chunk_size] @ ep._values(X[i:i + chunk_size])
