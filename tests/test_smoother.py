@@ -255,3 +255,29 @@ def test_shrunk_model_samples_through_reverse_sampler_and_roundtrips(tmp_path):
     Q = m.random_uniform(6, rng=7)
     torch.testing.assert_close(back.score_samples(Q), est.score_samples(Q), rtol=0, atol=0)
     assert back.shrinkage_factor_ == est.shrinkage_factor_
+
+
+@pytest.mark.parametrize("time", ["auto", "multiscale", 0.002])
+def test_mesh_smoother_fit_score_sample_roundtrip(tmp_path, time):
+    from heatscore.manifolds import TriangleMesh
+    from heatscore.manifolds._mesh_geometry import icosphere
+
+    V, F = icosphere(2)
+    m = TriangleMesh(V, F)
+    X = sample_heat_kernel(m, m.random_uniform(3, rng=1)[torch.arange(120) % 3], 0.01, rng=2)
+    est = DiffusionKernelSmoother(m, time=time).fit(X)
+    assert est.weights_.sum().item() == pytest.approx(1.0)
+    for tau in est.times_.tolist():
+        assert est._mesh_density.integral(tau) == pytest.approx(1.0, rel=1e-10)
+    # plain coordinates (a clone carries no location cached by the mesh that drew it)
+    Q = m.random_uniform(20, rng=3).clone()
+    lp, g = est.score_samples(Q), est.grad_log_density(Q, 0.01)
+    assert torch.isfinite(lp).all() and torch.isfinite(g).all()
+    s = est.sample(50, rng=4)
+    assert bool(m.belongs(s).all())
+    torch.testing.assert_close(s, est.sample(50, rng=4), rtol=0, atol=1e-12)
+    est.save(tmp_path / "mesh.npz")
+    back = DiffusionKernelSmoother.load(tmp_path / "mesh.npz")
+    torch.testing.assert_close(back.score_samples(Q), lp, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shrinkage=True needs an analytic manifold"):
+        DiffusionKernelSmoother(m, time=0.01, shrinkage=True).fit(X)

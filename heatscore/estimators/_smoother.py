@@ -22,12 +22,17 @@ from heatscore._errors import TruncationWarning
 from heatscore._validation import as_float_tensor, as_generator, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._kernel_sum import KernelSum, SpectralSum
+from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
+from heatscore.samplers._grid import first_positive_eigenvalue
 
 #: Relative accuracy of every route (|Δ log p| ≤ ~1e-6 as the benchmarks require).
 RTOL = 1e-7
 #: Grid points per decade of the time search, and the golden-section refinements after it.
 GRID_PER_DECADE = 3
 N_REFINE = 8
+#: Meshes: held-out fraction and seed of the internal split that chooses the time.
+MESH_HOLDOUT = 0.2
+MESH_SPLIT_SEED = 0
 #: EM for the multiscale weights: iterations and convergence tolerance (max weight change).
 EM_MAX_ITER = 2000
 EM_TOL = 1e-9
@@ -72,13 +77,6 @@ def _manifold_from_spec(spec, arrays):
     if kind == "TriangleMesh":
         return TriangleMesh(arrays["mesh_vertices"], arrays["mesh_faces"])
     raise ValueError(f"unknown manifold kind {kind!r} in the saved model")
-
-
-def _first_eigenvalue(m):
-    """λ_1, the smallest positive eigenvalue (sets the time scale)."""
-    ep = m.eigenpairs(2)
-    pos = ep.eigenvalues[ep.eigenvalues > 1e-10]
-    return float(pos[0])
 
 
 class DiffusionKernelSmoother(BaseEstimator):
@@ -145,13 +143,16 @@ class DiffusionKernelSmoother(BaseEstimator):
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
         w = normalised_weights(sample_weight, X.shape[0], X)
-        lam1 = _first_eigenvalue(m)
+        lam1 = first_positive_eigenvalue(m)
         self.t_min_ = 2e-8 / lam1 if self.t_min is None else float(self.t_min)
         self.X_, self.sample_weight_ = X, w
         self._build()
         if isinstance(m, TriangleMesh):
-            raise NotImplementedError("mesh smoothing is provided by the mesh density route")
-        if not isinstance(self.time, str):
+            if self.shrinkage:
+                raise ValueError("shrinkage=True needs an analytic manifold's spectral "
+                                 "expansion, not a TriangleMesh")
+            times, weights = self._mesh_times(lam1)
+        elif not isinstance(self.time, str):
             times, weights = [float(self.time)], [1.0]
         else:
             if X.shape[0] < 2:
@@ -167,6 +168,8 @@ class DiffusionKernelSmoother(BaseEstimator):
             self.time_ = times[0]
         if self.shrinkage:
             self._fit_shrinkage()
+        if isinstance(m, TriangleMesh):  # forget the selection's flows: a loaded model starts
+            self._mesh_density._cache.clear()  # from the same state, so outputs match exactly
         return self
 
     def _fit_shrinkage(self):
@@ -194,7 +197,30 @@ class DiffusionKernelSmoother(BaseEstimator):
         self.shrinkage_factor_ = factor
         self._shrunk_ep = ep
 
+    def _mesh_times(self, lam1):
+        """Meshes: times by held-out likelihood on a seeded split; the model uses all data."""
+        if not isinstance(self.time, str):
+            return [float(self.time)], [1.0]
+        m, n = self.manifold, self.X_.shape[0]
+        if n < 2:
+            raise ValueError(f"time={self.time!r} needs at least 2 points, found {n}")
+        t_lo = max(self.t_min_, m.mean_edge_length ** 2 / 10)
+        t_hi = max(10 * t_lo, 1.0 / lam1)
+        train, test = holdout_split(n, MESH_HOLDOUT, MESH_SPLIT_SEED)
+        t_best, self.grid_, self.heldout_log_likelihood_ = self._mesh_density.select_time(
+            t_lo, t_hi, split=(train, test))
+        if self.time == "auto":
+            return [t_best], [1.0]
+        L = self._mesh_density.heldout_log_densities(train, test, self.grid_)
+        self._loo_rows, self._grid_loo = test, list(L.T)   # what _multiscale reads
+        return self._multiscale()
+
     def _build(self):
+        from heatscore.manifolds import TriangleMesh
+
+        if isinstance(self.manifold, TriangleMesh):
+            self._mesh_density = MeshHeatDensity(self.manifold, self.X_, self.sample_weight_)
+            return
         self._ksum = KernelSum(self.manifold, self.X_, self.sample_weight_)
         self._spec = SpectralSum(self.manifold, self.X_, self.sample_weight_)
 
@@ -324,6 +350,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         return out, g
 
     def _log_one(self, X, tau, want_grad):
+        if hasattr(self, "_mesh_density"):
+            return self._mesh_density.log_and_grad(X, tau, want_grad)
         if self.shrinkage:
             return self._log_one_shrunk(X, tau, want_grad)
         levels = self._spec.levels_for(tau) if self.route in ("auto", "spectral") else None
@@ -392,6 +420,12 @@ class DiffusionKernelSmoother(BaseEstimator):
         gen = as_generator(rng)
         if self.shrinkage:
             return self._sample_reverse(n, gen)
+        if hasattr(self, "_mesh_density"):  # a time by weight, then the exact P1 sampler
+            s = torch.multinomial(self.weights_.cpu(), n, replacement=True, generator=gen)
+            counts = torch.bincount(s, minlength=len(self.times_)).tolist()
+            parts = [self._mesh_density.sample(c, tau, rng=gen)
+                     for tau, c in zip(self.times_.tolist(), counts) if c > 0]
+            return torch.cat(parts)[torch.randperm(n, generator=gen).to(parts[0].device)]
         idx = torch.multinomial(self.sample_weight_.cpu(), n, replacement=True, generator=gen)
         s = torch.multinomial(self.weights_.cpu(), n, replacement=True, generator=gen)
         return sample_heat_kernel(self.manifold, self.X_[idx.to(self.X_.device)],
@@ -423,7 +457,9 @@ class DiffusionKernelSmoother(BaseEstimator):
         if meta["manifold"]["kind"] == "TriangleMesh":
             arrays["mesh_vertices"] = self.manifold.vertices.cpu().numpy()
             arrays["mesh_faces"] = self.manifold.faces.cpu().numpy()
-        for extra in ("grid_", "loo_log_likelihood_"):
+            arrays["mesh_point_faces"] = self._mesh_density.faces_.cpu().numpy()
+            arrays["mesh_point_bary"] = self._mesh_density.bary_.cpu().numpy()
+        for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if hasattr(self, extra):
                 arrays[extra] = getattr(self, extra).numpy()
         directory = os.path.dirname(os.path.abspath(path))
@@ -455,10 +491,12 @@ class DiffusionKernelSmoother(BaseEstimator):
         est.weights_ = torch.as_tensor(arrays["weights"])
         if est.times_.numel() == 1:
             est.time_ = float(est.times_[0])
-        for extra in ("grid_", "loo_log_likelihood_"):
+        for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if extra in arrays:
                 setattr(est, extra, torch.as_tensor(arrays[extra]))
         est._build()
+        if "mesh_point_faces" in arrays:
+            est._mesh_density.set_locations(arrays["mesh_point_faces"], arrays["mesh_point_bary"])
         if est.shrinkage:  # deterministic from the saved data and time
             est._fit_shrinkage()
         return est

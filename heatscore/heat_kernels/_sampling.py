@@ -5,6 +5,8 @@ the geodesic angle from the radial kernel, then a uniform direction: the kernel 
 On meshes a fine geodesic random walk (its bias is stated in ``MESH_WALK_STEP``).
 """
 
+import math
+
 import torch
 
 from heatscore._validation import as_generator, randn
@@ -69,18 +71,17 @@ def _radial_step(m, x0, theta, gen):
 
 
 def _mesh_walk(m, x0, t, gen):
-    """Geodesic random walk y ← exp_y(√(2h) ξ) with per-point step h ≤ (MESH_WALK_STEP·ē)²/2."""
-    h_max = 0.5 * (MESH_WALK_STEP * float(m.mean_edge_length)) ** 2
-    n_steps = torch.clamp(torch.ceil(t / h_max), min=1).to(torch.long)
-    h = t / n_steps
-    y = x0.clone()
-    for step in range(int(n_steps.max())):
-        active = n_steps > step
-        idx = torch.nonzero(active).flatten()
-        if idx.numel() == 0:
-            break
-        ya = y[idx]
-        xi = m._random_tangent_normal(ya, gen)
-        y[idx] = m._exp(ya, torch.sqrt(2 * h[idx]).reshape(-1, 1) * xi)
-    return y
+    """Geodesic random walk y ← exp_y(√(2h_i) ξ_i), ξ_i ~ N(0, I) in the face plane.
 
+    Every point takes the same number of steps, ⌈max t / h_max⌉ with h_max =
+    (MESH_WALK_STEP·ē)²/2, each with its own step h_i = t_i / n_steps ≤ h_max. All points move
+    at every step, and ``exp`` returns them already located on their faces, so no point is
+    searched for again after the start.
+    """
+    h_max = 0.5 * (MESH_WALK_STEP * float(m.mean_edge_length)) ** 2
+    n_steps = max(1, math.ceil(float(t.max()) / h_max))
+    scale = torch.sqrt(2 * t / n_steps).reshape(-1, 1)
+    y = x0
+    for _ in range(n_steps):
+        y = m._exp(y, scale * m._random_tangent_normal(y, gen))
+    return y
