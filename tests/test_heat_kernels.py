@@ -356,3 +356,18 @@ def test_sphere_interpolation_table_matches_closed_form():
         assert bool(((lg - exact).abs() <= 1e-8 + 1e-6 * exact.abs()).all())
         lg_ref, g_ref = super(SphereBackend, backend).log_and_grad(x, y, t, True)
         torch.testing.assert_close(g, g_ref, rtol=1e-8, atol=1e-8)
+
+
+def test_torus_fast_image_route_matches_closed_form():
+    from heatscore.heat_kernels import _closed_forms as cf
+    from heatscore.heat_kernels._backends import TorusBackend
+
+    m = Torus(3)
+    x, y = m.random_uniform(500, rng=1), m.random_uniform(500, rng=2)
+    y[:5] = x[:5]
+    for tau in (1e-8, 1e-3, 0.1, TorusBackend.FAST_MAX_T):
+        t = torch.full((500,), tau, dtype=torch.float64)
+        lg, g = TorusBackend(m).log_and_grad(x, y, t, True)
+        exact = cf.torus_log_heat_kernel(x - y, t)
+        assert bool(((lg - exact).abs() <= 1e-12 + 1e-12 * exact.abs()).all())
+        torch.testing.assert_close(g, cf.torus_grad_log_heat_kernel(x - y, t), rtol=1e-10, atol=1e-10)

@@ -1,0 +1,103 @@
+"""The forward diffusion of each manifold, as the samplers need it, and the score-call checks.
+
+Forward process (DESIGN, with Euclidean's ``scale`` s): dX = b(X) dt + √(2D) dB with a linear
+drift b(x) = r·x (r the drift rate) and
+
+- compact manifolds (S^d, T^d, SO(3), meshes): r = 0, D = 1, stationary law uniform, 1/vol;
+- ``Euclidean(d, scale=s)``: r = −1, D = s² (generator s²Δ − x·∇), stationary N(0, s² I).
+
+Hence the reverse SDE dY = (−b + 2D s) ds + √(2D) dB, the probability flow dY/ds = −b + D s and
+the forward ODE velocity v_t = b − D s_t, with div v_t = div b − D div s_t (div b = −d on R^d).
+At s = 1 these are DESIGN's formulas.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from heatscore._validation import as_float_tensor
+
+
+@dataclass(frozen=True)
+class Process:
+    """Drift rate r (b(x) = r·x), diffusion coefficient D, div b = r·dim, stationary log-density."""
+
+    drift_rate: float
+    diffusion: float
+    drift_divergence: float
+    log_stationary: Callable
+
+
+def process_of(m):
+    """The :class:`Process` of a heatscore manifold (``TypeError`` for anything else)."""
+    from heatscore.manifolds import Euclidean, Manifold
+
+    if isinstance(m, Euclidean):
+        s2 = float(m.scale) ** 2
+        d = m.d
+
+        def log_gaussian(x):
+            return -0.5 * (x * x).sum(dim=1) / s2 - 0.5 * d * math.log(2 * math.pi * s2)
+
+        return Process(drift_rate=-1.0, diffusion=s2, drift_divergence=-float(d),
+                       log_stationary=log_gaussian)
+    if isinstance(m, Manifold):
+        log_volume = math.log(m.volume)
+        return Process(drift_rate=0.0, diffusion=1.0, drift_divergence=0.0,
+                       log_stationary=lambda x: torch.full((x.shape[0],), -log_volume,
+                                                           dtype=x.dtype, device=x.device))
+    raise TypeError(f"m must be a heatscore manifold, found {type(m).__name__}")
+
+
+def call_score(score_fn, m, x, t):
+    """score_fn(x, t) checked: a finite ``(n, *ambient)`` tensor of x's dtype (ValueError otherwise).
+
+    The time is passed as a Python float.
+    """
+    out = score_fn(x, t)
+    if not isinstance(out, torch.Tensor):
+        out = as_float_tensor(out, "score_fn output", dtype=x.dtype, device=x.device)
+    expected = x.shape[:1] + tuple(m.ambient_shape)
+    if tuple(out.shape) != tuple(expected):
+        raise ValueError(f"score_fn must return tangent vectors of shape {tuple(expected)} for "
+                         f"{x.shape[0]} points, found shape {tuple(out.shape)} at t = {t:g}")
+    if not out.is_floating_point():
+        out = out.to(x.dtype)
+    if not bool(torch.isfinite(out.sum())):                  # one reduction; NaN/inf propagate
+        bad = int((~torch.isfinite(out)).sum())
+        if bad:
+            raise ValueError(f"score_fn returned {bad} NaN/inf entries at t = {t:g}")
+    return out.to(x.dtype)
+
+
+def tangent_frame(m, x):
+    """(n, dim, *ambient): a g-orthonormal frame E_1 … E_dim of T_xM.
+
+    - Torus, Euclidean: the coordinate basis;
+    - SO(3): E_i = R[e_i]× (DESIGN: |R[ω]×|_g = |ω|);
+    - Sphere(d): the columns of the Householder reflection H = I − 2wwᵀ/|w|², w = x + sign(x_k)e_k,
+      k = argmax |x_k|, other than column k (H is orthogonal and H e_k = −sign(x_k) x).
+    """
+    from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
+    from heatscore.manifolds.so3 import hat
+
+    n = x.shape[0]
+    if isinstance(m, (Torus, Euclidean)):
+        eye = torch.eye(m.dim, dtype=x.dtype, device=x.device)
+        return eye.expand(n, m.dim, m.dim)
+    if isinstance(m, SO3):
+        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        return torch.matmul(x[:, None], hat(eye))
+    if isinstance(m, Sphere):
+        u = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        k = u.abs().argmax(dim=1)
+        e_k = torch.nn.functional.one_hot(k, u.shape[1]).to(u.dtype)
+        sign = torch.where(u.gather(1, k[:, None]) >= 0, 1.0, -1.0).to(u.dtype)
+        w = u + sign * e_k
+        H = torch.eye(u.shape[1], dtype=u.dtype, device=u.device) - 2 * (
+            w[:, :, None] * w[:, None, :]) / (w * w).sum(dim=1)[:, None, None]
+        keep = ~e_k.bool()                                   # drop column k of each H
+        return H.transpose(1, 2)[keep].reshape(n, m.dim, u.shape[1])
+    raise TypeError(f"no tangent frame for {m!r}: use divergence='hutchinson' or a callable")
