@@ -7,7 +7,7 @@ import torch
 
 from heatscore._validation import as_generator, check_positive_int
 from heatscore.samplers._grid import check_times
-from heatscore.samplers._process import call_score, process_of
+from heatscore.samplers._process import call_score, gaussian, process_of
 from heatscore.samplers._progress import ProgressBar
 
 
@@ -89,19 +89,14 @@ def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corr
     snr = _check_snr(snr)
     process = process_of(m)
     y, gen = _start(m, x_T, rng)
-    D, rate = process.diffusion, process.drift_rate
     trajectory = [y] if return_trajectory else None
+    walk = _walk_step(m, process, y)
     bar = ProgressBar(len(steps) - 1, progress, label="reverse_sde")
-    for t, t_next in zip(steps[:-1], steps[1:]):
-        h = t - t_next
+    for k, (t, t_next) in enumerate(zip(steps[:-1], steps[1:])):
         score = call_score(score_fn, m, y, t)
-        # h(−b + 2D s) + √(2Dh) ξ, built in place on the fresh noise tensor
-        step = m._random_tangent_normal(y, gen).mul_(math.sqrt(2 * D * h)).add_(score, alpha=2 * D * h)
-        if rate:
-            step.add_(y, alpha=-h * rate)
-        y = _detached(m._exp(y, step))
+        y = _detached(walk(y, score, t - t_next, gen, k))
         for _ in range(corrector_steps):
-            y = _langevin(m, score_fn, y, t_next, snr, D, gen)
+            y = _langevin(m, score_fn, y, t_next, snr, process.diffusion, gen)
         if return_trajectory:
             trajectory.append(y)
         bar.update()
@@ -109,6 +104,53 @@ def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corr
     if return_trajectory:
         return y, torch.stack(trajectory)
     return y
+
+
+#: The sphere's walk rescales its iterates to unit norm every this many steps (rounding drift).
+_SPHERE_RENORMALISE_EVERY = 32
+
+
+def _walk_step(m, process, y):
+    """The step ``(y, score, h, gen, k) -> y_next`` of the geodesic random walk on ``m``,
+
+        y_next = exp_y(h(−b(y) + 2D s) + √(2Dh) ξ),   ξ ~ N(0, I) in T_yM.
+
+    Closed forms where they are cheaper than ``m._exp`` and ``m._random_tangent_normal``:
+
+    - ``Euclidean``: y_next = (1 − rh) y + 2Dh s + √(2Dh) ξ, ξ ~ N(0, I_d) (b = r y, exp = +);
+    - ``Sphere``: ξ is drawn in the ambient space, ξ ~ N(0, I_{d+1}), since exp_y keeps only the
+      tangent part v − (y·v) y of v = 2h s + √(2h) ξ, and P_y ξ ~ N(0, I) in T_yM (isotropic);
+      exp_y(v) = cos|v| y + (sin|v|/|v|) v is inlined on unit iterates;
+    - otherwise ``m._random_tangent_normal`` and ``m._exp`` (b = 0 on compact manifolds).
+    """
+    from heatscore.manifolds import Euclidean, Sphere
+
+    D, rate = process.diffusion, process.drift_rate
+    if isinstance(m, Euclidean):
+        def euclidean(y, score, h, gen, k):
+            noise = gaussian(gen, y.shape, math.sqrt(2 * D * h), dtype=y.dtype, device=y.device)
+            return noise.add_(score, alpha=2 * D * h).add_(y, alpha=1 - rate * h)
+        return euclidean
+    if isinstance(m, Sphere):
+        ones = torch.ones(y.shape[1], dtype=y.dtype, device=y.device)
+
+        def sphere(y, score, h, gen, k):
+            if k % _SPHERE_RENORMALISE_EVERY == 0:
+                y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
+            v = gaussian(gen, y.shape, math.sqrt(2 * D * h), dtype=y.dtype, device=y.device)
+            v.add_(score, alpha=2 * D * h)
+            v.addcmul_(((y * v) @ ones)[:, None], y, value=-1)          # v − (y·v) y
+            r = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+            r_safe = r.clamp_min(torch.finfo(r.dtype).tiny)               # sin r / r = 1 at r → 0
+            return (y * torch.cos(r)).addcmul_(torch.sin(r_safe).div_(r_safe), v)
+        return sphere
+
+    def geodesic(y, score, h, gen, k):
+        step = m._random_tangent_normal(y, gen).mul_(math.sqrt(2 * D * h)).add_(score, alpha=2 * D * h)
+        if rate:
+            step.add_(y, alpha=-h * rate)
+        return m._exp(y, step)
+    return geodesic
 
 
 def _langevin(m, score_fn, y, t, snr, diffusion, gen):
