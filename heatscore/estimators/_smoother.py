@@ -29,7 +29,7 @@ from heatscore.samplers._grid import first_positive_eigenvalue
 RTOL = 1e-7
 #: Grid points per decade of the time search, and the golden-section refinements after it.
 GRID_PER_DECADE = 3
-N_REFINE = 8
+N_REFINE = 5
 #: Meshes: held-out fraction and seed of the internal split that chooses the time.
 MESH_HOLDOUT = 0.2
 MESH_SPLIT_SEED = 0
