@@ -12,6 +12,9 @@ import torch
 
 from heatscore.datasets import latlon_to_unit, unit_to_latlon
 
+#: Colour range of density maps, in nats below the maximum.
+DYNAMIC_RANGE = 12.0
+
 
 def _require_matplotlib():
     try:
@@ -45,7 +48,8 @@ def plot_sphere_density(log_density, data=None, path="density.png", title=None, 
     lat, lon, logp = sphere_density_grid(log_density, n_lat, n_lon)
     fig = plt.figure(figsize=size, dpi=dpi)
     ax = fig.add_subplot(111, projection="mollweide")
-    lo = np.quantile(logp, 0.02)
+    # show the top DYNAMIC_RANGE nats: far from the data log p falls by hundreds of nats
+    lo = max(np.quantile(logp, 0.02), logp.max() - DYNAMIC_RANGE)
     mesh = ax.pcolormesh(np.radians(lon), np.radians(lat), np.clip(logp, lo, None), shading="auto",
                          cmap="magma")
     fig.colorbar(mesh, ax=ax, orientation="horizontal", fraction=0.05, pad=0.06,

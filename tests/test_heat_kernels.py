@@ -371,3 +371,14 @@ def test_torus_fast_image_route_matches_closed_form():
         exact = cf.torus_log_heat_kernel(x - y, t)
         assert bool(((lg - exact).abs() <= 1e-12 + 1e-12 * exact.abs()).all())
         torch.testing.assert_close(g, cf.torus_grad_log_heat_kernel(x - y, t), rtol=1e-10, atol=1e-10)
+
+
+def test_large_batches_work_under_no_grad():
+    """The interpolation table differentiates its nodes itself (plots call under no_grad)."""
+    from heatscore.heat_kernels._backends import SphereBackend
+
+    m = Sphere(2)
+    x = m.random_uniform(SphereBackend.TABLE_MIN_PAIRS, rng=3)
+    with torch.no_grad():
+        lg = HeatKernel(m).log_pairs(x, x.flip(0), 0.003)
+    assert torch.isfinite(lg).all()

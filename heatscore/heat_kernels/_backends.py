@@ -156,10 +156,11 @@ class RadialTable:
     def __init__(self, log_fn, tau):
         self.h = math.pi / self.N_INTERVALS
         theta = torch.linspace(0.0, math.pi, self.N_INTERVALS + 1, dtype=torch.float64)
-        theta.requires_grad_(True)
-        f = log_fn(theta, torch.full_like(theta, tau))
-        d1, = torch.autograd.grad(f.sum(), theta, create_graph=True)
-        d2, = torch.autograd.grad(d1.sum(), theta)
+        with torch.enable_grad():  # the nodes' derivatives, also when called under no_grad
+            theta.requires_grad_(True)
+            f = log_fn(theta, torch.full_like(theta, tau))
+            d1, = torch.autograd.grad(f.sum(), theta, create_graph=True)
+            d2, = torch.autograd.grad(d1.sum(), theta)
         self.f, self.d1, self.d2 = f.detach(), d1.detach(), d2.detach()
 
     def __call__(self, theta, want_grad):
