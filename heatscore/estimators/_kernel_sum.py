@@ -111,21 +111,10 @@ class SpatialIndex:
 
 
 def _quaternions(R):
-    """(n, 3, 3) rotations -> (n, 4) unit quaternions (w, x, y, z), either sign."""
-    tr = np.trace(R, axis1=1, axis2=2)
-    K = np.empty((R.shape[0], 4, 4))
-    K[:, 0, 0] = tr
-    K[:, 0, 1] = K[:, 1, 0] = R[:, 2, 1] - R[:, 1, 2]
-    K[:, 0, 2] = K[:, 2, 0] = R[:, 0, 2] - R[:, 2, 0]
-    K[:, 0, 3] = K[:, 3, 0] = R[:, 1, 0] - R[:, 0, 1]
-    K[:, 1, 1] = 2 * R[:, 0, 0] - tr
-    K[:, 2, 2] = 2 * R[:, 1, 1] - tr
-    K[:, 3, 3] = 2 * R[:, 2, 2] - tr
-    K[:, 1, 2] = K[:, 2, 1] = R[:, 0, 1] + R[:, 1, 0]
-    K[:, 1, 3] = K[:, 3, 1] = R[:, 0, 2] + R[:, 2, 0]
-    K[:, 2, 3] = K[:, 3, 2] = R[:, 1, 2] + R[:, 2, 1]
-    _, vecs = np.linalg.eigh(K)
-    return vecs[:, :, -1]
+    """(n, 3, 3) rotations -> (n, 4) unit quaternions (numpy; either sign serves the index)."""
+    from heatscore.manifolds.so3 import quaternion_from_rotation
+
+    return quaternion_from_rotation(torch.as_tensor(R)).numpy()
 
 
 def segment_logsumexp(values, segments, n_segments):

@@ -360,13 +360,7 @@ class DiffusionKernelSmoother(BaseEstimator):
             ok = p >= bound / RTOL
             out = torch.log(torch.where(ok, p, torch.ones_like(p)))
             grad = g / p.reshape((-1,) + (1,) * (g.ndim - 1)) if want_grad else None
-            if not bool(ok.all()):
-                idx = torch.nonzero(~ok).flatten()
-                sub, gsub = self._ksum.log_and_grad(X[idx], tau, want_grad)
-                out[idx] = sub
-                if want_grad:
-                    grad[idx] = gsub
-            return out, grad
+            return self._kernel_sum_where(~ok, X, tau, want_grad, out, grad)
         route = "auto" if self.route == "spectral" else self.route
         return self._ksum.log_and_grad(X, tau, want_grad, route=route)
 
@@ -386,12 +380,17 @@ class DiffusionKernelSmoother(BaseEstimator):
         if not bool(ok.all()):
             warnings.warn(f"the shrunk expansion is not positive at {int((~ok).sum())} points; "
                           "using the unshrunk kernel density there", TruncationWarning, stacklevel=4)
-            idx = torch.nonzero(~ok).flatten()
+        return self._kernel_sum_where(~ok, X, tau, want_grad, out, g)
+
+    def _kernel_sum_where(self, redo, X, tau, want_grad, out, grad):
+        """Replace the rows ``redo`` of (out, grad) by the kernel-sum route (a certified fallback)."""
+        if bool(redo.any()):
+            idx = torch.nonzero(redo).flatten()
             sub, gsub = self._ksum.log_and_grad(X[idx], tau, want_grad)
             out[idx] = sub
             if want_grad:
-                g[idx] = gsub
-        return out, g
+                grad[idx] = gsub
+        return out, grad
 
     def log_density(self, X, t=0.0):
         """(n,) log p̂_t(x): the fitted density diffused for a further time t ≥ 0 (w.r.t. dvol)."""
