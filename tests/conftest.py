@@ -3,6 +3,7 @@
 Any looser tolerance in a test file is a named constant with its reason.
 """
 
+import functools
 import os
 
 import pytest
@@ -30,3 +31,15 @@ def assert_close(actual, expected, rtol=None, atol=None, dtype=torch.float64):
 def gen():
     """A seeded torch.Generator (tests never use global random state)."""
     return torch.Generator().manual_seed(1234)
+
+
+@functools.lru_cache(maxsize=None)
+def cached_mesh(name):
+    """A test mesh shared across files: "spot" (bundled) or "ico<k>" (icosphere, k subdivisions)."""
+    from heatscore.datasets import spot_path
+    from heatscore.manifolds import TriangleMesh
+    from heatscore.manifolds._mesh_geometry import icosphere
+
+    if name == "spot":
+        return TriangleMesh.from_file(spot_path())
+    return TriangleMesh(*icosphere(int(name[3:])))

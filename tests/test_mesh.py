@@ -7,9 +7,8 @@ import potpourri3d as pp3d
 import pytest
 import scipy.sparse.linalg
 import torch
-from conftest import N_SIGMA, assert_close
+from conftest import N_SIGMA, assert_close, cached_mesh
 
-from heatscore.datasets import spot_path
 from heatscore.manifolds import TriangleMesh
 from heatscore.manifolds import mesh as mesh_module
 from heatscore.manifolds._mesh_geometry import closest_barycentric, icosphere
@@ -26,18 +25,6 @@ FAR_DIST_EDGE_FRACTION = 2.5
 #: Second-order convergence of icosphere eigenvalues: error ratio between subdivisions 3 and 4
 #: measured 3.93–3.98 for l = 2..4.
 CONVERGENCE_RATIO = (3.7, 4.3)
-
-_CACHE = {}
-
-
-def _mesh(name):
-    if name not in _CACHE:
-        if name == "spot":
-            _CACHE[name] = TriangleMesh.from_file(spot_path())
-        else:
-            _CACHE[name] = TriangleMesh(*icosphere(int(name[3:])))
-    return _CACHE[name]
-
 
 def _flat_grid(n):
     """The unit square z = 0 split into 2n² right triangles."""
@@ -88,12 +75,12 @@ def test_icosphere_builder(s):
 
 
 def test_area_converges_to_sphere():
-    errors = [4 * math.pi - _mesh(f"ico{s}").area for s in (2, 3, 4)]
+    errors = [4 * math.pi - cached_mesh(f"ico{s}").area for s in (2, 3, 4)]
     assert 3.9 < errors[0] / errors[1] < 4.1 and 3.9 < errors[1] / errors[2] < 4.1
 
 
 def test_from_file_reads_obj_and_off(tmp_path):
-    spot = _mesh("spot")
+    spot = cached_mesh("spot")
     assert (len(spot.vertices), len(spot.faces)) == (2930, 5856)
     V, F = icosphere(1)
     path = tmp_path / "ico.off"
@@ -135,7 +122,7 @@ def test_validators():
 def test_unreferenced_vertices_are_dropped():
     V, F = icosphere(2)
     V2 = np.vstack([[[5.0, 5.0, 5.0]], V, [[-7.0, 0.0, 1.0]]])
-    m2, m = TriangleMesh(V2, F + 1), _mesh("ico2")
+    m2, m = TriangleMesh(V2, F + 1), cached_mesh("ico2")
     assert torch.equal(m2.vertex_index, torch.arange(1, len(V) + 1))
     assert_close(m2.vertices, m.vertices)
     assert m2.bounding_box_diagonal == pytest.approx(m.bounding_box_diagonal)
@@ -144,7 +131,7 @@ def test_unreferenced_vertices_are_dropped():
 
 # --- location -----------------------------------------------------------------------------------
 def test_locate_roundtrip_and_tie_rule():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     gen = torch.Generator().manual_seed(0)
     faces = torch.randint(0, len(m.faces), (20000,), generator=gen)
     bary = torch.distributions.Dirichlet(torch.ones(3, dtype=torch.float64)).sample((20000,))
@@ -162,7 +149,7 @@ def test_locate_roundtrip_and_tie_rule():
 
 
 def test_locate_matches_brute_force_off_surface():
-    m = _mesh("ico2")
+    m = cached_mesh("ico2")
     gen = torch.Generator().manual_seed(1)
     x = m.random_uniform(300, rng=2) * (1 + 0.3 * torch.randn(300, 1, generator=gen, dtype=torch.float64))
     f, b, dev = m._located(x)
@@ -196,7 +183,7 @@ def test_points_are_located_once(monkeypatch):
 
 
 def test_off_surface_points_raise():
-    m = _mesh("ico2")
+    m = cached_mesh("ico2")
     x = m.random_uniform(6, rng=3)
     assert bool(m.belongs(x).all())
     tiny = x + 1e-9 * m.bounding_box_diagonal * m.face_normals[m.locate(x)[0]]
@@ -214,7 +201,7 @@ def test_off_surface_points_raise():
 
 # --- sampling and tangent spaces -----------------------------------------------------------------
 def test_random_uniform_is_uniform_in_area():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     n = 40000
     x = m.random_uniform(n, rng=4)
     assert bool(m.belongs(x).all())
@@ -232,7 +219,7 @@ def test_random_uniform_is_uniform_in_area():
 
 
 def test_proj_and_tangent_noise():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     x = m.random_uniform(500, rng=6)
     normals = m.face_normals[m.locate(x)[0]]
     v = torch.randn(500, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
@@ -252,7 +239,7 @@ def test_proj_and_tangent_noise():
 
 # --- exp ------------------------------------------------------------------------------------------
 def test_exp_inside_a_face_is_a_straight_step():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     f = torch.arange(0, 5856, 59)
     x = m.from_barycentric(f, torch.full((len(f), 3), 1 / 3, dtype=torch.float64))
     v = m.proj(x, torch.randn(len(f), 3, generator=torch.Generator().manual_seed(9),
@@ -280,7 +267,7 @@ def test_exp_on_a_flat_square_is_the_straight_line_clipped_at_the_boundary():
 
 
 def test_exp_matches_potpourri_geodesic_tracer():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     x = m.random_uniform(40, rng=12)
     v = 8 * m.mean_edge_length * m.random_tangent_normal(x, rng=13)
     y = m.exp(x, v)
@@ -291,7 +278,7 @@ def test_exp_matches_potpourri_geodesic_tracer():
 
 
 def test_exp_follows_great_circles_on_a_fine_icosphere():
-    m = _mesh("ico4")
+    m = cached_mesh("ico4")
     x = m.random_uniform(100, rng=14)
     xi = m.random_tangent_normal(x, rng=15)
     u = xi / xi.norm(dim=1, keepdim=True)
@@ -306,7 +293,7 @@ def test_exp_follows_great_circles_on_a_fine_icosphere():
 
 # --- log and dist -----------------------------------------------------------------------------------
 def test_log_inverts_exp_and_dist_is_its_length():
-    m = _mesh("ico4")
+    m = cached_mesh("ico4")
     x = m.random_uniform(60, rng=16)
     xi = m.random_tangent_normal(x, rng=17)
     radius = 1.2 * torch.rand(60, 1, generator=torch.Generator().manual_seed(18), dtype=torch.float64)
@@ -324,7 +311,7 @@ def test_log_inverts_exp_and_dist_is_its_length():
 
 
 def test_dist_against_exact_polyhedral_geodesics_on_spot():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     h = m.mean_edge_length
     x = m.random_uniform(24, rng=19)
     xi = m.random_tangent_normal(x, rng=20)
@@ -339,7 +326,7 @@ def test_dist_against_exact_polyhedral_geodesics_on_spot():
 
 
 def test_pairwise_dist_matches_dist_and_is_symmetric():
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     x, y = m.random_uniform(6, rng=22), m.random_uniform(5, rng=23)
     d = m.pairwise_dist(x, y, chunk_size=4)
     assert d.shape == (6, 5)
@@ -354,7 +341,7 @@ def test_pairwise_dist_matches_dist_and_is_symmetric():
 
 
 def test_log_on_inconsistently_oriented_faces():
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     F = m.faces.numpy().copy()
     F[::3] = F[::3, ::-1]
     flipped = TriangleMesh(m.vertices, F)
@@ -404,7 +391,7 @@ def test_disconnected_components():
     with pytest.raises(ValueError, match="y has 1 points on another connected component"):
         m.log(x, y)
     ep = m.eigenpairs(8)
-    single = _mesh("ico2").eigenpairs(4).eigenvalues
+    single = cached_mesh("ico2").eigenpairs(4).eigenvalues
     assert_close(ep.eigenvalues[:2], torch.zeros(2), rtol=0, atol=1e-10)
     assert_close(ep.eigenvalues[2:8], single[1:4].repeat_interleave(2), rtol=1e-8, atol=1e-8)
     # The two null vectors are constant on each sphere.
@@ -414,7 +401,7 @@ def test_disconnected_components():
 
 
 def test_float32_points():
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     x = m.random_uniform(5, rng=26).to(torch.float32)
     assert bool(m.belongs(x).all())
     assert m.dist(x, x).dtype == torch.float32
@@ -426,7 +413,7 @@ def test_float32_points():
 def test_icosphere_eigenvalues_converge_at_second_order():
     errors = {}
     for s in (2, 3, 4):
-        lam = _mesh(f"ico{s}").eigenpairs(25).eigenvalues
+        lam = cached_mesh(f"ico{s}").eigenpairs(25).eigenvalues
         errors[s] = torch.stack([(lam[l * l:(l + 1) ** 2].mean() - l * (l + 1)).abs() for l in (2, 3, 4)])
     assert float(errors[4].max()) < 0.15
     ratio = errors[3] / errors[4]
@@ -435,7 +422,7 @@ def test_icosphere_eigenvalues_converge_at_second_order():
 
 
 def test_icosphere_eigenvalue_clusters():
-    lam = _mesh("ico4").eigenpairs(37).eigenvalues
+    lam = cached_mesh("ico4").eigenpairs(37).eigenvalues
     for l in range(1, 6):
         cluster = lam[l * l:(l + 1) ** 2]
         assert float(cluster.max() - cluster.min()) < 0.01 * 2 * (l + 1)   # ≪ the gap 2(l + 1)
@@ -443,7 +430,7 @@ def test_icosphere_eigenvalue_clusters():
 
 
 def test_eigenpairs_structure_and_orthonormality():
-    m = _mesh("ico4")
+    m = cached_mesh("ico4")
     ep = m.eigenpairs(30)
     K = len(ep)
     assert K == 30 and torch.equal(ep.levels, torch.arange(30))
@@ -507,11 +494,11 @@ def test_sparse_and_dense_solves_agree(monkeypatch):
         Us, Ud = sparse.vectors[:, block], dense.vectors[:, block]
         assert_close(Us @ Us.T, Ud @ Ud.T, rtol=0, atol=1e-9)
     with pytest.raises(ValueError, match="n_levels must be at most the number of vertices"):
-        _mesh("ico0").eigenpairs(13)
+        cached_mesh("ico0").eigenpairs(13)
 
 
 def test_eigenfunctions_are_p1_interpolants():
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     ep = m.eigenpairs(12)
     assert_close(ep(m.vertices.clone()), ep.vectors, rtol=0, atol=1e-12)
     x = m.random_uniform(50, rng=27)
@@ -536,7 +523,7 @@ def test_eigenfunctions_are_p1_interpolants():
 
 def test_eigenvalues_scale_with_area():
     V, F = icosphere(3)
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     ref = m.eigenpairs(10)
     for c in (1e-3, 250.0):
         scaled = TriangleMesh(c * V, F)
@@ -549,7 +536,7 @@ def test_eigenvalues_scale_with_area():
 
 
 def test_sparse_path_on_spot():
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     ep = m.eigenpairs(20)
     U, M = ep.vectors.numpy(), m.mass
     assert_close(U.T @ (M @ U), np.eye(20), rtol=0, atol=1e-9)

@@ -10,9 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import N_SIGMA, TOL
+from conftest import N_SIGMA, TOL, cached_mesh
 
-from heatscore.datasets import spot_path
 from heatscore.estimators._mesh_density import MeshHeatDensity
 from heatscore.heat_kernels import HeatKernel
 from heatscore.heat_kernels._mesh_kernel import LINEAR_FLOOR
@@ -22,18 +21,6 @@ from heatscore.manifolds._mesh_geometry import icosphere
 #: Central finite differences of log p inside a face (step 1e-6 ē): round-off of log differences.
 FD_RTOL = 1e-6
 
-_CACHE = {}
-
-
-def _mesh(name):
-    if name not in _CACHE:
-        if name == "spot":
-            _CACHE[name] = TriangleMesh.from_file(spot_path())
-        else:
-            _CACHE[name] = TriangleMesh(*icosphere(int(name[3:])))
-    return _CACHE[name]
-
-
 def _centroids(m):
     nf = m.faces.shape[0]
     return m.from_barycentric(torch.arange(nf), torch.full((nf, 3), 1.0 / 3, dtype=torch.float64))
@@ -42,7 +29,7 @@ def _centroids(m):
 @pytest.mark.parametrize("name", ["ico2", "spot"])
 @pytest.mark.parametrize("tau", [1e-4, 3e-3])
 def test_integrates_to_one_by_face_quadrature(name, tau, gen):
-    m = _mesh(name)
+    m = cached_mesh(name)
     d = MeshHeatDensity(m, m.random_uniform(40, rng=gen), torch.rand(40, generator=gen))
     assert abs(d.integral(tau) - 1.0) <= TOL[torch.float64][0]
     p = torch.exp(d.log_and_grad(_centroids(m), tau, want_grad=False)[0])
@@ -52,7 +39,7 @@ def test_integrates_to_one_by_face_quadrature(name, tau, gen):
 @pytest.mark.parametrize("tau", [1e-14, 2e-3])
 def test_equals_normalised_heat_kernel_mixture(tau, gen):
     """p_τ ∝ Σ_i w_i k_τ(·, x_i); at τ = 1e-14 most vertex values are far below float64's range."""
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     X = m.random_uniform(3, rng=gen)
     w = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     d = MeshHeatDensity(m, X, w)
@@ -70,7 +57,7 @@ def test_equals_normalised_heat_kernel_mixture(tau, gen):
 
 
 def test_gradient_matches_finite_differences(gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     d = MeshHeatDensity(m, m.random_uniform(30, rng=gen))
     Q = m.random_uniform(8, rng=gen)
     v = m.random_tangent_normal(Q, rng=gen)
@@ -87,7 +74,7 @@ def test_gradient_matches_finite_differences(gen):
 
 
 def test_sampler_face_frequencies_and_linear_density_inside(gen):
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     d = MeshHeatDensity(m, m.random_uniform(3, rng=gen))
     tau = 0.02
     n = 40000
@@ -113,7 +100,7 @@ def test_sampler_face_frequencies_and_linear_density_inside(gen):
 
 
 def test_integer_weights_equal_repeated_points(gen):
-    m = _mesh("ico2")
+    m = cached_mesh("ico2")
     X = m.random_uniform(3, rng=gen)
     weighted = MeshHeatDensity(m, X, torch.tensor([2.0, 1.0, 3.0]))
     repeated = MeshHeatDensity(m, X[torch.tensor([0, 0, 1, 2, 2, 2])])
@@ -140,7 +127,7 @@ def test_scale_invariance(gen):
 
 
 def test_heldout_path_equals_fresh_fits(gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     X = m.random_uniform(60, rng=gen)
     w = torch.rand(60, generator=gen, dtype=torch.float64)
     d = MeshHeatDensity(m, X, w)
@@ -157,7 +144,7 @@ def test_heldout_path_equals_fresh_fits(gen):
 def test_select_time_picks_the_best_scored_time(gen):
     """Data drawn from p_{τ0} of five centres: the held-out optimum is a moderate time, the
     search stops past it, and it beats the uniform density."""
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     tau0 = 2e-3
     data = MeshHeatDensity(m, m.random_uniform(5, rng=gen)).sample(400, tau0, rng=gen)
     d = MeshHeatDensity(m, data)
@@ -185,7 +172,7 @@ def test_components_without_data_have_zero_density():
 
 
 def test_validation():
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     X = m.random_uniform(5, rng=0)
     with pytest.raises(TypeError, match="mesh must be a TriangleMesh"):
         MeshHeatDensity(Sphere(2), X)

@@ -13,11 +13,10 @@ import scipy.linalg
 import scipy.sparse
 import scipy.stats
 import torch
-from conftest import N_SIGMA, TOL
+from conftest import N_SIGMA, TOL, cached_mesh
 from scipy.sparse.csgraph import shortest_path
 
 from heatscore import TruncationWarning
-from heatscore.datasets import spot_path
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.heat_kernels._mesh_kernel import (LINEAR_FLOOR, VertexHeatFlow, poisson_terms,
                                                  vertex_heat_flow)
@@ -36,18 +35,6 @@ TINY_T_LOG_ATOL = 1e-6
 #: (|φ| ≤ 0.5) with 200 000 walks at t = 0.05 and 0.15; this allowance adds to 5 s.e.
 WALK_BIAS = 0.01
 
-_CACHE = {}
-
-
-def _mesh(name):
-    if name not in _CACHE:
-        if name == "spot":
-            _CACHE[name] = TriangleMesh.from_file(spot_path())
-        else:
-            _CACHE[name] = TriangleMesh(*icosphere(int(name[3:])))
-    return _CACHE[name]
-
-
 def _dense_generator(m):
     S = m.stiffness.toarray()
     mass = m.mass.diagonal()
@@ -63,7 +50,7 @@ def _tangent(m, x, gen):
 # --- the vertex kernel ------------------------------------------------------------------------
 @pytest.mark.parametrize("t", [1e-3, 0.1, 1.0])
 def test_vertex_kernel_matches_dense_expm(t):
-    m = _mesh("ico2")
+    m = cached_mesh("ico2")
     A, mass = _dense_generator(m)
     expected = scipy.linalg.expm(-t * A) / mass[None, :]
     K = HeatKernel(m)(m.vertices, m.vertices, t).numpy()
@@ -75,7 +62,7 @@ def test_vertex_kernel_matches_dense_expm(t):
 
 @pytest.mark.parametrize("name", ["ico2", "spot"])
 def test_symmetric_and_positive(name, gen):
-    m = _mesh(name)
+    m = cached_mesh(name)
     k = HeatKernel(m)
     x, y = m.random_uniform(7, rng=gen), m.random_uniform(5, rng=gen)
     for t in (1e-4, 3e-3):
@@ -86,7 +73,7 @@ def test_symmetric_and_positive(name, gen):
 
 @pytest.mark.parametrize("t", [1e-3, 0.01])
 def test_mass_weighted_vertex_sum_is_one(t, gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     y = m.random_uniform(5, rng=gen)
     K = HeatKernel(m)(m.vertices, y, t)                                   # (nv, 5)
     mass = torch.as_tensor(m.mass.diagonal())
@@ -95,7 +82,7 @@ def test_mass_weighted_vertex_sum_is_one(t, gen):
 
 
 def test_semigroup(gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     k = HeatKernel(m)
     x, y = m.random_uniform(4, rng=gen), m.random_uniform(3, rng=gen)
     s, t = 2e-3, 5e-3
@@ -108,7 +95,7 @@ def test_semigroup(gen):
 
 @pytest.mark.parametrize("t", [1e-3, 0.01])
 def test_pde_residual(t, gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     k = HeatKernel(m)
     y = m.random_uniform(2, rng=gen)
     h = 1e-5 * t
@@ -120,7 +107,7 @@ def test_pde_residual(t, gen):
 
 def test_tiny_time_far_pair_matches_path_sum():
     """Far below float64's range: log k = d log t + log((−A)^d)_ij − log d! − log M_j + O(dμt)."""
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     flow = vertex_heat_flow(m)
     j = 0
     dist = shortest_path(flow._P, unweighted=True, indices=[j])[0]
@@ -161,7 +148,7 @@ def test_disconnected_components_give_minus_inf_and_zero_gradient():
 # --- gradients and forms ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ico2", "spot"])
 def test_grad_log_matches_finite_differences(name, gen):
-    m = _mesh(name)
+    m = cached_mesh(name)
     k = HeatKernel(m)
     x, y = m.random_uniform(6, rng=gen), m.random_uniform(6, rng=gen)
     u = _tangent(m, x, gen)
@@ -181,7 +168,7 @@ def test_grad_log_matches_finite_differences(name, gen):
 
 
 def test_pairs_equal_matrix_diagonal_with_per_row_times(gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     k = HeatKernel(m)
     x, y = m.random_uniform(4, rng=gen), m.random_uniform(4, rng=gen)
     t = torch.tensor([1e-3, 2e-3, 1e-3, 5e-4], dtype=torch.float64)
@@ -196,7 +183,7 @@ def test_pairs_equal_matrix_diagonal_with_per_row_times(gen):
 # --- spectral route -----------------------------------------------------------------------------
 @pytest.mark.parametrize("t", [0.1, 1.0])
 def test_all_eigenpairs_give_the_semigroup_exactly(t, gen):
-    m = _mesh("ico2")
+    m = cached_mesh("ico2")
     nv = len(m.vertices)
     x, y = m.random_uniform(6, rng=gen), m.random_uniform(6, rng=gen)
     spectral = HeatKernel(m, n_levels=nv)
@@ -210,7 +197,7 @@ def test_all_eigenpairs_give_the_semigroup_exactly(t, gen):
 
 
 def test_partial_spectrum_certified_at_large_time(gen):
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     x, y = m.random_uniform(6, rng=gen), m.random_uniform(6, rng=gen)
     spectral = HeatKernel(m, n_levels=40)
     t = 1.0
@@ -219,7 +206,7 @@ def test_partial_spectrum_certified_at_large_time(gen):
 
 
 def test_too_few_eigenpairs_warn_and_fall_back(gen):
-    m = _mesh("spot")
+    m = cached_mesh("spot")
     x, y = m.random_uniform(3, rng=gen), m.random_uniform(3, rng=gen)
     spectral = HeatKernel(m, n_levels=5)
     with pytest.warns(TruncationWarning, match="exact route"):
@@ -228,7 +215,7 @@ def test_too_few_eigenpairs_warn_and_fall_back(gen):
 
 
 def test_levels_needed_decreases_with_time():
-    m = _mesh("ico3")
+    m = cached_mesh("ico3")
     b = HeatKernel(m)
     nv = len(m.vertices)
     assert b.levels_needed(1e-6) == nv
@@ -247,7 +234,7 @@ def test_poisson_terms_bound_the_tail(lam):
 
 
 def test_log_space_equals_linear_space(gen):
-    flow = vertex_heat_flow(_mesh("spot"))
+    flow = vertex_heat_flow(cached_mesh("spot"))
     V = torch.rand((flow.nv, 2), generator=gen, dtype=torch.float64)
     V[V < 0.99] = 0.0                                                      # sparse non-negative data
     T = torch.tensor([[1e-4, 1e-3], [3e-4, 2e-5]], dtype=torch.float64)
@@ -258,7 +245,7 @@ def test_log_space_equals_linear_space(gen):
 
 
 def test_flow_validates_its_matrices():
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     S, M = m.stiffness.tolil(), m.mass
     j = int(S.rows[0][1] if S.rows[0][0] == 0 else S.rows[0][0])          # a neighbour of vertex 0
     S[0, j] = -S[0, j]
@@ -277,7 +264,7 @@ def test_flow_validates_its_matrices():
 
 
 def test_kernel_time_validation():
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     x = m.random_uniform(2, rng=0)
     with pytest.raises(ValueError, match="t must be > 0"):
         HeatKernel(m).log(x, x, 0.0)
@@ -286,7 +273,7 @@ def test_kernel_time_validation():
 # --- forward sampling -----------------------------------------------------------------------------
 def test_random_walk_eigenfunction_moments_with_per_point_times():
     """Half the walks run for t = 0.05, half for 0.12 (per-point times in one call)."""
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     ep = m.eigenpairs(4)
     x0 = m.random_uniform(1, rng=3)
     half = 6000
@@ -303,7 +290,7 @@ def test_random_walk_eigenfunction_moments_with_per_point_times():
 
 
 def test_random_walk_is_reproducible():
-    m = _mesh("ico1")
+    m = cached_mesh("ico1")
     x0 = m.random_uniform(50, rng=3)
     t = torch.linspace(0.01, 0.1, 50, dtype=torch.float64)
     X = sample_heat_kernel(m, x0, t, rng=7)
@@ -317,7 +304,7 @@ def test_torch_sparse_route_equals_numpy_route(monkeypatch, gen):
     """The route other devices take (torch sparse tensors), run on the CPU."""
     from heatscore.heat_kernels import _mesh_kernel
 
-    flow = vertex_heat_flow(_mesh("ico2"))
+    flow = vertex_heat_flow(cached_mesh("ico2"))
     V = torch.rand((flow.nv, 3), generator=gen, dtype=torch.float64)
     V[V < 0.9] = 0.0
     T = torch.tensor([[1e-3, 0.05], [2e-2, 1e-4], [0.03, 3e-3]], dtype=torch.float64)
