@@ -105,7 +105,7 @@ class TorusEigenpairs(Eigenpairs):
         return x @ k.T
 
     def _values(self, x):
-        return self._from_phases(x, self._phases(x))[0]
+        return self._from_phases(x, self._phases(x), want_grad=False)[0]
 
     def _grad(self, x):
         """(n, K, d): ∇cos(k·x) = −sin(k·x) k, ∇sin(k·x) = cos(k·x) k."""
@@ -116,11 +116,13 @@ class TorusEigenpairs(Eigenpairs):
         x = self.manifold.validate(x, "x")
         return self._from_phases(x, self._phases(x))
 
-    def _from_phases(self, x, phase):
+    def _from_phases(self, x, phase, want_grad=True):
         n = x.shape[0]
         cos, sin = torch.cos(phase), torch.sin(phase)
         const = torch.full((n, 1), self._const, dtype=x.dtype, device=x.device)
         values = torch.cat([const, self._norm * torch.stack([cos, sin], dim=-1).reshape(n, -1)], dim=1)
+        if not want_grad:
+            return values, None
         coeff = torch.cat([torch.zeros_like(const),
                            self._norm * torch.stack([-sin, cos], dim=-1).reshape(n, -1)], dim=1)
         k = self.wave_vectors.to(dtype=x.dtype, device=x.device)

@@ -1,0 +1,502 @@
+"""Operator-informed score matching (OISM): closed-form scores of every forward marginal.
+
+Implicit score matching at diffusion time t scores a vector field s by
+
+    J_t(s) = E_{p_t}[|s|² + 2 div s]  (= E_{p_t}|s − ∇log p_t|² − E_{p_t}|∇log p_t|²),
+
+which needs only averages over p_t, and E_{p_t}[f] = E_data[P_t f] with P_t = e^{tL} the
+diffusion's semigroup: no forward simulation. With the data coefficients ĉ_k = E_data[φ_k]
+(Lφ_k = −λ_k φ_k), p_t has the density ρ_t = Σ_k e^{−λ_k t} ĉ_k φ_k w.r.t. the reference measure
+(dvol on compact manifolds, γ on R^d), so E_{p_t}[f] = Σ_k e^{−λ_k t} ĉ_k ⟨f, φ_k⟩.
+
+Compact manifolds: s = Σ_{n≥1} α_n ∇φ_n (constants dropped). div ∇φ_n = −λ_n φ_n gives
+
+    J_t(α) = αᵀ A_t α − 2 b_tᵀ α,   b_n = λ_n e^{−λ_n t} ĉ_n,   α(t) = A_t⁻¹ b_t,
+    A_mn = E_{p_t}⟨∇φ_m, ∇φ_n⟩ = Σ_k e^{−λ_k t} ĉ_k ∫ φ_k ⟨∇φ_m, ∇φ_n⟩ dvol
+         = ½ Σ_k e^{−λ_k t} ĉ_k (λ_m + λ_n − λ_k) G_kmn,   G_kmn = ∫ φ_k φ_m φ_n dvol
+
+(Leibniz: 2⟨∇φ_m, ∇φ_n⟩ = Δ(φ_m φ_n) − φ_m Δφ_n − φ_n Δφ_m). ⟨∇φ_m, ∇φ_n⟩ is band-limited
+(spherical harmonics and Wigner-D entries of degree ≤ l_m + l_n, Fourier modes k_m ± k_n), so
+only the finitely many φ_k below that band enter, and A_t is computed exactly (to round-off) by
+a quadrature rule that is exact for φ_k ⟨∇φ_m, ∇φ_n⟩ — the Gaunt / Clebsch–Gordan / Fourier
+product sums in one pass, without truncating the density (no quadrature of a truncated,
+possibly negative p_t enters with an error: the terms it drops are orthogonal to the integrand).
+
+R^d with the OU generator L = s²Δ − x·∇ (``Euclidean(d, scale=s)``): p_t = h_t γ with
+h_t = Σ_k e^{−λ_k t} ĉ_k φ_k (Hermite functions, λ = total degree), and the model is
+s_t(x) = −x/s² + Σ_n α_n ∇φ_n(x) (∇log γ plus the span of ∇φ_n, which holds the score of every
+Gaussian with covariance σ²I once degree 2 is in). From s²Δφ − x·∇φ = −λφ,
+
+    J_t(α) = αᵀ A_t α − 2 b_tᵀ α + E_{p_t}|x|²/s⁴ − 2d/s²,   b_n = λ_n e^{−λ_n t} ĉ_n / s²,
+
+with A_t = E_{p_t}⟨∇φ_m, ∇φ_n⟩ by tensor Gauss–Hermite (exact), or, for the separable basis
+{h_j(x_i/s)}, one (L−1)×(L−1) block per coordinate from the one-dimensional marginals.
+
+Meshes: P1 eigenvectors have face-constant gradients and the Leibniz rule fails, so
+A_mn = Σ_f (∫_f p_t)(∇φ_m·∇φ_n)|_f with p_t the (positive) discrete heat flow of the data
+(``MeshHeatDensity``): exact for P1 and positive semi-definite; b as above with the discrete
+eigenpairs (∫ ∇p_t·∇φ_n = p_tᵀSφ_n = λ_n e^{−λ_n t} ĉ_n).
+
+Ridge. A_t is badly conditioned at small t (the data have no density): α(t) = (A_t + r_t I)⁻¹ b_t
+with r_t = ρ · tr(A_t)/K' (relative, so unit-free). ``ridge=None`` chooses ρ per time t from
+``RIDGE_GRID`` by the held-out ISM objective J_t on a seeded internal split (noise in the data
+coefficients matters at small t and not at large t, so no single ρ suits every t); the model
+itself uses all the data. ``ridge=ρ`` fixes it; ``ridge=0.0`` means none (a singular A_t then gets the minimum-norm least-squares solution).
+"""
+
+import math
+import numbers
+from collections import OrderedDict
+
+import torch
+
+from heatscore._validation import check_positive_int, check_time, normalised_weights
+from heatscore.estimators._base import BaseEstimator
+from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
+from heatscore.manifolds._base import rows_per_chunk
+from heatscore.manifolds.euclidean import normalised_hermite
+from heatscore.samplers._grid import DEFAULT_MIXING, first_positive_eigenvalue, time_grid
+from heatscore.samplers._process import process_of
+
+#: Relative ridges searched when ``ridge=None`` (× tr(A_t)/K).
+RIDGE_GRID = tuple(10.0 ** e for e in range(-12, 1))
+#: Internal split that chooses the ridge: held-out fraction and seed.
+HOLDOUT = 0.2
+SPLIT_SEED = 0
+#: Default end time t_min = T_MIN_FACTOR / λ_1 (scale-aware: the same model in other units).
+T_MIN_FACTOR = 1e-3
+#: Default number of levels per manifold (on a TriangleMesh a level is one eigenpair).
+DEFAULT_LEVELS = {"Sphere": 16, "Torus": 20, "SO3": 5, "Euclidean": 6, "TriangleMesh": 100}
+#: Geometric steps of the probability-flow likelihood and of the reverse sampler.
+ODE_STEPS = 200
+SAMPLE_STEPS = 200
+#: Coefficient vectors α(t) kept per model (most recent times).
+CACHE_TIMES = 512
+
+
+class _Terms:
+    """What OISM needs from a manifold: data statistics, A_t, the score basis and its divergence.
+
+    Subclasses set ``lam`` (K',) (eigenvalues of the score basis), ``diffusion`` D (1, or s² on
+    R^d) and implement ``statistics``, ``score_coefficients``, ``gram``, ``constant``,
+    ``field`` and ``divergence``.
+    """
+
+    def linear(self, stats, t):
+        """b_n = λ_n e^{−λ_n t} ĉ_n / D."""
+        return self.lam * torch.exp(-self.lam * t) * self.score_coefficients(stats) / self.diffusion
+
+    def constant(self, stats, t):
+        return 0.0
+
+
+class _QuadratureTerms(_Terms):
+    """Sphere(2), Torus(d), SO3, Euclidean(d) (total-degree basis): A_t by an exact rule.
+
+    The product basis holds every φ_k that ⟨∇φ_m, ∇φ_n⟩ can see (module docstring) and the rule
+    is exact for φ_k ⟨∇φ_m, ∇φ_n⟩. The nodes carry the score basis' gradients in coordinates
+    where the metric is the dot product (SO(3): ω of R[ω]×), so A_t = Σ_q w_q ρ_t(q) G_qᵀ G_q
+    is one weighted Gram product per time.
+    """
+
+    def __init__(self, m, n_levels):
+        from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
+        from heatscore.manifolds._quadrature import quadrature
+        from heatscore.manifolds.so3 import vee_skew
+        from heatscore.manifolds.torus import _sums_of_squares
+
+        self.m = m
+        self.ep = m.eigenpairs(n_levels)
+        self.keep = self.ep.eigenvalues > 0
+        self.lam = self.ep.eigenvalues[self.keep]
+        self.euclidean = isinstance(m, Euclidean)
+        self.diffusion = float(m.scale) ** 2 if self.euclidean else 1.0
+        L = n_levels
+        if isinstance(m, Torus):
+            lam_max = int(round(float(self.ep.eigenvalues[-1])))
+            n_product = int(torch.count_nonzero(_sums_of_squares(m.dim, 4 * lam_max)))
+            n_nodes = 4 * math.isqrt(lam_max) + 2               # per-axis degree ≤ 4√λ_max
+        elif self.euclidean:
+            n_product = max(2 * L - 3, 1)                       # ∇φ_m·∇φ_n has degree ≤ 2L − 4
+            n_nodes = max(2 * L - 2, 1)                         # exact to degree 4L − 5 per axis
+        elif isinstance(m, (Sphere, SO3)) and m.dim in (2, 3):
+            n_product = 2 * L - 1                               # degree ≤ 2(L − 1)
+            n_nodes = 2 * L                                     # exact to degree 4L − 1
+        else:
+            raise TypeError(f"OperatorScoreMatching does not support {m!r}")
+        nodes, weights = quadrature(m, n_nodes)
+        if self.euclidean:                                      # ∫ f dx -> ∫ f dγ
+            s = float(m.scale)
+            u2 = (nodes / s).pow(2).sum(dim=1)
+            weights = weights * torch.exp(-0.5 * u2) / (2 * math.pi * s * s) ** (m.dim / 2)
+        self.ep_product = m.eigenpairs(n_product)
+        self.lam_product = self.ep_product.eigenvalues
+        self.phi_nodes = self.ep_product._values(nodes)         # (Q, Kp)
+        G = self.ep._grad(nodes)[:, self.keep]                  # (Q, K', *ambient)
+        if isinstance(m, SO3):
+            G = vee_skew(torch.matmul(nodes.transpose(-1, -2).unsqueeze(1), G))
+        self.c = G.shape[-1]
+        self.G = G.permute(1, 0, 2).reshape(G.shape[1], -1)     # (K', Q·c)
+        self.weights = weights
+
+    def statistics(self, X, w):
+        """{"coef": (Kp,) Σ_i w_i φ_k(x_i) over the product basis, "mean_sq": Σ_i w_i |x_i|²}."""
+        Kp = len(self.ep_product)
+        coef = torch.zeros(Kp, dtype=X.dtype, device=X.device)
+        step = rows_per_chunk(Kp)
+        for i in range(0, X.shape[0], step):
+            coef += w[i:i + step] @ self.ep_product._values(X[i:i + step])
+        return {"coef": coef, "mean_sq": float(w @ X.reshape(X.shape[0], -1).pow(2).sum(dim=1))}
+
+    def score_coefficients(self, stats):
+        """ĉ_n of the score basis: the product basis starts with it (same order)."""
+        return stats["coef"][:len(self.ep)][self.keep]
+
+    def gram(self, stats, t):
+        rho = self.phi_nodes @ (torch.exp(-self.lam_product * t) * stats["coef"])   # (Q,)
+        return (self.G * (self.weights * rho).repeat_interleave(self.c)) @ self.G.T
+
+    def constant(self, stats, t):
+        """R^d: E_{p_t}|x|²/s⁴ − 2d/s², E_{p_t}|x|² = e^{−2t} E_data|x|² + d s² (1 − e^{−2t})."""
+        if not self.euclidean:
+            return 0.0
+        s2, d = self.diffusion, self.m.dim
+        mean_sq = math.exp(-2 * t) * stats["mean_sq"] + d * s2 * (-math.expm1(-2 * t))
+        return mean_sq / s2 ** 2 - 2 * d / s2
+
+    def field(self, X, alpha):
+        """s(x) = Σ_n α_n ∇φ_n(x) (− x/s² on R^d): (n, *ambient)."""
+        G = self.ep._grad(X)[:, self.keep]
+        s = torch.tensordot(alpha.to(X.dtype), G, dims=([0], [1]))
+        return s - X / self.diffusion if self.euclidean else s
+
+    def divergence(self, X, alpha):
+        """div s: −Σ α_n λ_n φ_n; on R^d Σ α_n (x·∇φ_n − λ_n φ_n)/s² − d/s² (s²Δφ = x·∇φ − λφ)."""
+        phi = self.ep._values(X)[:, self.keep]
+        if not self.euclidean:
+            return -(phi * self.lam) @ alpha
+        grad = self.ep._grad(X)[:, self.keep]
+        lap = (torch.einsum("nkd,nd->nk", grad, X) - self.lam * phi) / self.diffusion
+        return lap @ alpha - self.m.dim / self.diffusion
+
+
+class _SeparableTerms(_Terms):
+    """Euclidean(d) with ``basis="separable"``: score basis h_j(x_i/s), 1 ≤ j < L, all i.
+
+    ∇h_j(x_i/s) = h_j'(x_i/s)/s e_i, so A_t is block diagonal by coordinate: block i is
+    E_{p_t}[h_j'(u_i) h_k'(u_i)]/s², an expectation under the one-dimensional marginal of p_t,
+    whose density w.r.t. N(0, 1) is Σ_r e^{−rt} ĉ_{ir} h_r (ĉ_{ir} = E_data h_r(u_i)); a
+    Gauss–Hermite rule exact for its degree gives it. Index of (j, i): (j − 1)·d + i, as in
+    ``Euclidean.eigenpairs(L, basis="separable")`` without its constant.
+    """
+
+    def __init__(self, m, n_levels):
+        import numpy as np
+
+        self.m, self.L, self.d = m, n_levels, m.dim
+        self.s = float(m.scale)
+        self.diffusion = self.s ** 2
+        self.euclidean = True
+        self.degree_product = max(2 * n_levels - 4, 0)             # h_j' h_k' degree ≤ 2L − 4
+        z, wz = np.polynomial.hermite_e.hermegauss(max(2 * n_levels - 2, 1))
+        z = torch.as_tensor(z)
+        self.wz = torch.as_tensor(wz) / math.sqrt(2 * math.pi)     # Σ wz f(z) = E f(Z)
+        h, dh = normalised_hermite(z, max(self.degree_product, n_levels - 1))
+        self.h_nodes = h[:, :self.degree_product + 1]              # (Q, R)
+        self.dh_nodes = dh[:, 1:n_levels]                          # (Q, L − 1)
+        j = torch.arange(1, n_levels, dtype=torch.float64)
+        self.lam = j.repeat_interleave(self.d)                     # index (j − 1)·d + i
+
+    def _hermite(self, X):
+        return normalised_hermite(X / self.s, max(self.degree_product, self.L - 1, 2))
+
+    def statistics(self, X, w):
+        """{"coef": (d, R') Σ_i w_i h_r(x_i/s), "mean_sq": Σ_i w_i |x_i|²}."""
+        R = max(self.degree_product, self.L - 1, 2) + 1
+        coef = torch.zeros((self.d, R), dtype=X.dtype, device=X.device)
+        step = rows_per_chunk(self.d * R)
+        for i in range(0, X.shape[0], step):
+            h, _ = self._hermite(X[i:i + step])
+            coef += torch.einsum("n,ndr->dr", w[i:i + step], h)
+        return {"coef": coef, "mean_sq": float(w @ X.pow(2).sum(dim=1))}
+
+    def score_coefficients(self, stats):
+        return stats["coef"][:, 1:self.L].T.reshape(-1)            # (j − 1)·d + i
+
+    def gram(self, stats, t):
+        R = self.degree_product + 1
+        decay = torch.exp(-t * torch.arange(R, dtype=torch.float64))
+        rho = (stats["coef"][:, :R] * decay) @ self.h_nodes.T      # (d, Q) marginal densities
+        D = self.dh_nodes
+        blocks = torch.einsum("qj,dq,qk->djk", D, rho * self.wz, D) / self.diffusion
+        J = self.L - 1                                             # (i, j, k) -> ((j−1)d+i, (k−1)d+i)
+        A = torch.zeros((J, self.d, J, self.d), dtype=blocks.dtype)
+        idx = torch.arange(self.d)
+        A[:, idx, :, idx] = blocks
+        return A.reshape(J * self.d, J * self.d)
+
+    constant = _QuadratureTerms.constant
+
+    def field(self, X, alpha):
+        _, dh = self._hermite(X)
+        a = alpha.to(X.dtype).reshape(self.L - 1, self.d)          # a[j − 1, i]
+        return (dh[:, :, 1:self.L] * a.T).sum(dim=2) / self.s - X / self.diffusion
+
+    def divergence(self, X, alpha):
+        """Σ_{ij} α_ij h_j''(u_i)/s² − d/s², h_j'' = √(j(j−1)) h_{j−2}."""
+        h, _ = self._hermite(X)
+        j = torch.arange(1, self.L, dtype=X.dtype)
+        second = torch.zeros_like(h[:, :, 1:self.L])
+        second[:, :, 1:] = torch.sqrt(j[1:] * (j[1:] - 1)) * h[:, :, :self.L - 2]
+        a = alpha.to(X.dtype).reshape(self.L - 1, self.d)
+        return (second * a.T).sum(dim=(1, 2)) / self.diffusion - self.d / self.diffusion
+
+
+class _MeshTerms(_Terms):
+    """TriangleMesh: A_mn = Σ_f (∫_f p_t)(∇φ_m·∇φ_n)|_f, p_t the data's discrete heat flow."""
+
+    def __init__(self, m, n_levels):
+        self.m = m
+        self.diffusion, self.euclidean = 1.0, False
+        if n_levels > m.vertices.shape[0]:
+            raise ValueError(f"n_levels must be at most the number of vertices "
+                             f"({m.vertices.shape[0]}), found {n_levels}")
+        self.ep = m.eigenpairs(n_levels)
+        ev = self.ep.eigenvalues
+        self.keep = ev > 1e-9 * float(ev[-1])                   # drop one constant per component
+        self.lam = ev[self.keep]
+        tables = m._table(torch.device("cpu"))
+        U = self.ep.vectors[:, self.keep]
+        corners, grad_bary = tables.F, tables.grad_bary         # (F, 3), (F, 3, 3)
+        self.G = sum(U[corners[:, a]][:, :, None] * grad_bary[:, a][:, None, :] for a in range(3))
+        self.corners, self.areas = corners, m.face_areas
+
+    def statistics(self, X, w):
+        density = MeshHeatDensity(self.m, X, w)
+        return {"density": density, "coef": w @ self.ep._values(X)[:, self.keep]}
+
+    def score_coefficients(self, stats):
+        return stats["coef"]
+
+    def gram(self, stats, t):
+        density = stats["density"]
+        u = density._values(float(t))
+        face_mass = self.areas * u[self.corners].mean(dim=1)
+        face_mass = face_mass / face_mass.sum()
+        return torch.einsum("f,fmc,fnc->mn", face_mass, self.G, self.G)
+
+    def field(self, X, alpha):
+        return torch.tensordot(alpha.to(X.dtype), self.ep._grad(X)[:, self.keep], dims=([0], [1]))
+
+    def divergence(self, X, alpha):
+        raise ValueError("the divergence of a P1 score is not a function on a TriangleMesh "
+                         "(it jumps across edges): no probability-flow likelihood on meshes")
+
+
+def _terms_for(m, n_levels, basis):
+    from heatscore.manifolds import Euclidean, TriangleMesh
+
+    if isinstance(m, TriangleMesh):
+        return _MeshTerms(m, n_levels)
+    if isinstance(m, Euclidean) and basis == "separable":
+        return _SeparableTerms(m, n_levels)
+    return _QuadratureTerms(m, n_levels)
+
+
+class OperatorScoreMatching(BaseEstimator):
+    """Closed-form operator-informed score matching (module docstring for the derivation).
+
+    Parameters
+    ----------
+    manifold : Sphere(2), Torus(d), SO3(), Euclidean(d, scale) or TriangleMesh.
+    n_levels : levels of the score basis (whole eigenspaces; on a mesh, eigenpairs; on R^d with
+        ``basis="separable"`` the maximum per-coordinate degree + 1). None: ``DEFAULT_LEVELS``.
+    ridge : relative ridge (× tr(A_t)/K'), ``None`` (chosen per time on an internal split,
+        module docstring) or 0.0 (none).
+    t_min : the model's end time (its likelihood and samples are those of p_{t_min}); None:
+        ``T_MIN_FACTOR``/λ_1.
+    basis : ``"total"`` or ``"separable"`` (Euclidean only; linear in d).
+
+    Fitted attributes: ``coef_`` (K',) data coefficients of the score basis, ``eigenvalues_``
+    (K',), ``t_min_``, ``n_levels_``, ``ridges_`` (time -> relative ridge used, for the cached
+    times).
+
+    Cost: each new time t costs one A_t (K'² × quadrature nodes) and one K'×K' solve; the
+    coefficient vectors α(t) are cached per time.
+    """
+
+    def __init__(self, manifold, n_levels=None, ridge=None, t_min=None, basis="total"):
+        self.manifold = manifold
+        self.n_levels = n_levels
+        self.ridge = ridge
+        self.t_min = t_min
+        self.basis = basis
+
+    # --- fitting ------------------------------------------------------------------------------
+    def _validate_params(self):
+        from heatscore.manifolds import Euclidean
+
+        if self.ridge is not None:
+            if isinstance(self.ridge, bool) or not isinstance(self.ridge, numbers.Real) \
+                    or not math.isfinite(float(self.ridge)) or float(self.ridge) < 0:
+                raise ValueError(f"ridge must be None or a finite float >= 0, found {self.ridge!r}")
+        if self.t_min is not None and not (isinstance(self.t_min, numbers.Real)
+                                           and math.isfinite(float(self.t_min)) and self.t_min > 0):
+            raise ValueError(f"t_min must be a positive float or None, found {self.t_min!r}")
+        if self.basis not in ("total", "separable"):
+            raise ValueError(f"basis must be 'total' or 'separable', found {self.basis!r}")
+        if self.basis == "separable" and not isinstance(self.manifold, Euclidean):
+            raise ValueError(f"basis='separable' needs a Euclidean manifold, found {self.manifold!r}")
+        if self.n_levels is None:
+            return DEFAULT_LEVELS[type(self.manifold).__name__]
+        return check_positive_int(self.n_levels, "n_levels", minimum=2)
+
+    def fit(self, X, sample_weight=None):
+        """Fit to data X (n, *point_shape) with optional non-negative weights (n,). Returns self."""
+        n_levels = self._validate_params()
+        m = self.manifold
+        X = m.validate(X, "X").to(torch.float64)
+        if X.shape[0] == 0:
+            raise ValueError("X must hold at least one point, found 0")
+        w = normalised_weights(sample_weight, X.shape[0], X)
+        self.n_levels_ = n_levels
+        self._terms = _terms_for(m, n_levels, self.basis)
+        self.t_min_ = T_MIN_FACTOR / first_positive_eigenvalue(m) if self.t_min is None \
+            else float(self.t_min)
+        self._split = None
+        if self.ridge is None:
+            if X.shape[0] < 5:
+                raise ValueError(f"ridge=None chooses the ridge on a held-out split and needs at "
+                                 f"least 5 points, found {X.shape[0]}")
+            train, test = holdout_split(X.shape[0], HOLDOUT, SPLIT_SEED)
+            self._split = tuple(self._terms.statistics(X[rows], w[rows] / w[rows].sum())
+                                for rows in (train, test))
+        self._stats = self._terms.statistics(X, w)
+        self.coef_ = self._terms.score_coefficients(self._stats)
+        self.eigenvalues_ = self._terms.lam
+        self._alphas = OrderedDict()
+        self.ridges_ = OrderedDict()
+        return self
+
+    def _ridge_at(self, t):
+        """The relative ridge at time t: ``ridge``, or the RIDGE_GRID entry with the least
+        held-out J_t (fit on the split's training part, scored on its held-out part)."""
+        if self._split is None:
+            return float(self.ridge)
+        fit_stats, test_stats = self._split
+        terms = self._terms
+        A, b = terms.gram(fit_stats, t), terms.linear(fit_stats, t)
+        A_test, b_test = terms.gram(test_stats, t), terms.linear(test_stats, t)
+        objective = [float(a @ A_test @ a - 2 * b_test @ a)
+                     for a in (_solve(A, b, r) for r in RIDGE_GRID)]
+        return RIDGE_GRID[min(range(len(RIDGE_GRID)), key=objective.__getitem__)]
+
+    # --- the score -----------------------------------------------------------------------------
+    def _alpha(self, t):
+        """α(t) = (A_t + r_t tr(A_t)/K' I)⁻¹ b_t on all the data, cached per time."""
+        if t in self._alphas:
+            self._alphas.move_to_end(t)
+            return self._alphas[t]
+        ridge = self._ridge_at(t)
+        alpha = _solve(self._terms.gram(self._stats, t), self._terms.linear(self._stats, t), ridge)
+        self._alphas[t], self.ridges_[t] = alpha, ridge
+        if len(self._alphas) > CACHE_TIMES:
+            self._alphas.popitem(last=False)
+            self.ridges_.popitem(last=False)
+        return alpha
+
+    def coefficients(self, t):
+        """(K',) α(t): the score is Σ_n α_n(t) ∇φ_n (− x/s² on R^d)."""
+        self._check_fitted("coef_")
+        return self._alpha(_scalar_time(t)).clone()
+
+    def _per_time(self, X, t, name):
+        """terms.<name>(X_rows, α(t)) per distinct time, in float64, returned in X's dtype; ``t``
+        a float or an (n,) tensor."""
+        self._check_fitted("coef_")
+        fn = getattr(self._terms, name)
+        X = self.manifold.validate(X, "X")
+        dtype, X = X.dtype, X.to(torch.float64)
+        tt = check_time(t, "t", device=X.device)
+        if tt.ndim == 0:
+            return fn(X, self._alpha(float(tt))).to(dtype)
+        if tt.shape != (X.shape[0],):
+            raise ValueError(f"t must be a float or have shape ({X.shape[0]},), found {tuple(tt.shape)}")
+        values, inverse = torch.unique(tt, return_inverse=True)
+        out = None
+        for j, v in enumerate(values.tolist()):
+            rows = torch.nonzero(inverse == j).flatten()
+            part = fn(X[rows], self._alpha(v))
+            if out is None:
+                out = part.new_zeros((X.shape[0],) + part.shape[1:])
+            out[rows] = part
+        return out.to(dtype)
+
+    def grad_log_density(self, X, t):
+        """The score model at time t > 0 (a float, or (n,) per-point times): (n, *ambient)."""
+        return self._per_time(X, t, "field")
+
+    def divergence(self, X, t):
+        """div_M of the score model at time t: (n,) (not on meshes)."""
+        return self._per_time(X, t, "divergence")
+
+    def ism_objective(self, X, t, sample_weight=None):
+        """J_t = E_{p_t}[|s_t|² + 2 div s_t] with p_t the time-t marginal of the data X (e.g.
+        held out), in closed form from X's coefficients: αᵀA_tα − 2b_tᵀα (+ the constant on R^d)."""
+        self._check_fitted("coef_")
+        t = _scalar_time(t)
+        X = self.manifold.validate(X, "X").to(torch.float64)
+        w = normalised_weights(sample_weight, X.shape[0], X)
+        stats = self._terms.statistics(X, w)
+        alpha = self._alpha(t)
+        A, b = self._terms.gram(stats, t), self._terms.linear(stats, t)
+        return float(alpha @ A @ alpha - 2 * b @ alpha) + self._terms.constant(stats, t)
+
+    # --- likelihood and samples -----------------------------------------------------------------
+    def _end_time(self):
+        return DEFAULT_MIXING / first_positive_eigenvalue(self.manifold)
+
+    def score_samples(self, X, n_steps=ODE_STEPS):
+        """log p_{t_min}(x) (n,) through the probability-flow ODE from t_min to T = 10/λ_1 with
+        the exact divergence (``heatscore.samplers.log_likelihood``): costly, n_steps solves."""
+        from heatscore.samplers import log_likelihood
+
+        self._check_fitted("coef_")
+        n_steps = check_positive_int(n_steps, "n_steps")
+        times = time_grid(self._end_time(), self.t_min_, n_steps, "geometric").flip(0)
+        return log_likelihood(self.manifold, lambda x, t: self.grad_log_density(x, t), X, times,
+                              divergence=lambda x, t: self.divergence(x, t))
+
+    def score(self, X, n_steps=ODE_STEPS):
+        """Mean log-likelihood of p_{t_min} (``score_samples``; costly)."""
+        return float(self.score_samples(X, n_steps).mean())
+
+    def sample(self, n, rng=None, n_steps=SAMPLE_STEPS, progress=False):
+        """n draws from p_{t_min} by the reverse geodesic random walk from the stationary law at
+        T = 10/λ_1 to t_min on a geometric grid: (n, *point_shape)."""
+        from heatscore.samplers import reverse_sde
+
+        self._check_fitted("coef_")
+        n = check_positive_int(n, "n")
+        n_steps = check_positive_int(n_steps, "n_steps")
+        times = time_grid(self._end_time(), self.t_min_, n_steps, "geometric")
+        return reverse_sde(self.manifold, lambda x, t: self.grad_log_density(x, t), n, times,
+                           rng=rng, progress=progress)
+
+
+def _scalar_time(t):
+    tt = check_time(t, "t")
+    if tt.ndim != 0:
+        raise ValueError(f"t must be a single time here, found shape {tuple(tt.shape)}")
+    return float(tt)
+
+
+def _solve(A, b, ridge):
+    """(A + ridge·tr(A)/K·I)⁻¹ b; minimum-norm least squares where the system is singular."""
+    K = A.shape[0]
+    if ridge > 0:
+        A = A + (ridge * float(A.diagonal().sum()) / K) * torch.eye(K, dtype=A.dtype, device=A.device)
+    L, info = torch.linalg.cholesky_ex(A)
+    if int(info) == 0:
+        return torch.cholesky_solve(b[:, None], L)[:, 0]
+    return torch.linalg.lstsq(A, b[:, None], driver="gelsd").solution[:, 0]
