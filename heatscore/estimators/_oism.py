@@ -371,6 +371,7 @@ class OperatorScoreMatching(BaseEstimator):
             train, test = holdout_split(X.shape[0], HOLDOUT, SPLIT_SEED)
             self._split = tuple(self._terms.statistics(X[rows], w[rows] / w[rows].sum())
                                 for rows in (train, test))
+            self._fit_share = float(w[train].sum())
         self._stats = self._terms.statistics(X, w)
         self.coef_ = self._terms.score_coefficients(self._stats)
         self.eigenvalues_ = self._terms.lam
@@ -378,18 +379,24 @@ class OperatorScoreMatching(BaseEstimator):
         self.ridges_ = OrderedDict()
         return self
 
-    def _ridge_at(self, t):
-        """The relative ridge at time t: ``ridge``, or the RIDGE_GRID entry with the least
-        held-out J_t (fit on the split's training part, scored on its held-out part)."""
-        if self._split is None:
-            return float(self.ridge)
-        fit_stats, test_stats = self._split
+    def _system(self, t):
+        """(A_t, b_t) of all the data and the relative ridge at t: ``ridge``, or the RIDGE_GRID
+        entry with the least held-out J_t (fit on the split's training part, scored on its
+        held-out part). Where A_t and b_t are linear in the data's statistics (every manifold but
+        the mesh, whose face masses are renormalised), the full system is the weighted sum of the
+        two parts', so no third Gram product is needed."""
         terms = self._terms
+        if self._split is None:
+            return terms.gram(self._stats, t), terms.linear(self._stats, t), float(self.ridge)
+        (fit_stats, test_stats), share = self._split, self._fit_share
         A, b = terms.gram(fit_stats, t), terms.linear(fit_stats, t)
         A_test, b_test = terms.gram(test_stats, t), terms.linear(test_stats, t)
         objective = [float(a @ A_test @ a - 2 * b_test @ a)
                      for a in (_solve(A, b, r) for r in RIDGE_GRID)]
-        return RIDGE_GRID[min(range(len(RIDGE_GRID)), key=objective.__getitem__)]
+        ridge = RIDGE_GRID[min(range(len(RIDGE_GRID)), key=objective.__getitem__)]
+        if isinstance(terms, _MeshTerms):
+            return terms.gram(self._stats, t), terms.linear(self._stats, t), ridge
+        return share * A + (1 - share) * A_test, share * b + (1 - share) * b_test, ridge
 
     # --- the score -----------------------------------------------------------------------------
     def _alpha(self, t):
@@ -397,8 +404,8 @@ class OperatorScoreMatching(BaseEstimator):
         if t in self._alphas:
             self._alphas.move_to_end(t)
             return self._alphas[t]
-        ridge = self._ridge_at(t)
-        alpha = _solve(self._terms.gram(self._stats, t), self._terms.linear(self._stats, t), ridge)
+        A, b, ridge = self._system(t)
+        alpha = _solve(A, b, ridge)
         self._alphas[t], self.ridges_[t] = alpha, ridge
         if len(self._alphas) > CACHE_TIMES:
             self._alphas.popitem(last=False)
