@@ -2,6 +2,7 @@
 
     python benchmarks/bench_samplers.py [--n 10000] [--steps 100] [--repeats 5]
                                         [--geomstats-repeats 3] [--so3-geomstats-repeats 1]
+                                        [--only S2 T2 SO3 R64 mesh] [--clock wall|process]
 
 Both sides run the same reverse-time step on the same batch of particles,
 
@@ -15,10 +16,20 @@ Fisher score 2κ R skew(RᵀA) on SO(3), s = −y/σ² on R^64 (with the OU drif
 heatscore's figure is the public ``reverse_sde`` (input validation and the per-step score
 checks included), torch float64 on the CPU; the baseline is a numpy loop over geomstats'
 ``metric.exp`` and ``to_tangent`` (numpy backend), its noise projected ambient Gaussians
-(scaled on SO(3) so both draw ω ~ N(0, I₃)). Samples per second = n / (wall time of one run).
-Timings are medians over repeats after one untimed warm-up; both sides single-threaded unless
-OMP_NUM_THREADS is set. The last column compares a statistic of the two outputs (the mean of
-the first ambient coordinate) in standard errors, as a check that both run the same walk.
+(scaled on SO(3) so both draw ω ~ N(0, I₃)). Samples per second = n / (time of one run: wall
+time, or with ``--clock process`` this process's CPU time). Timings are medians over repeats
+after one untimed warm-up; both sides single-threaded unless OMP_NUM_THREADS is set. The last
+column compares a statistic of the two outputs (the mean of the first ambient coordinate) in
+standard errors, as a check that both run the same walk.
+
+A second table splits each step (ms per step, medians) into the parts neither side can skip:
+the noise (ours: the draw our walk makes, Box–Muller on ``torch.rand`` for S^d and R^d; the
+baseline's: numpy's ziggurat ``standard_normal``), the score call and the exponential map (ours:
+the one our walk applies, ``exp_unit`` on S^d, ``m._exp`` elsewhere; geomstats: ``metric.exp``),
+and bounds on the ratio: the baseline's step over
+(a) our noise alone (the ratio if the rest of our step were free), (b) numpy's noise alone (a
+walk whose only cost is drawing its normals as fast as the baseline does), (c) numpy's noise +
+our score + our exp (a walk made of these three parts and nothing else).
 """
 
 import os
@@ -35,20 +46,30 @@ import torch  # noqa: E402
 
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh  # noqa: E402
 from heatscore.manifolds._mesh_geometry import icosphere  # noqa: E402
+from heatscore.manifolds.sphere import exp_unit  # noqa: E402
 from heatscore.samplers import reverse_sde, time_grid  # noqa: E402
+from heatscore.samplers._process import gaussian  # noqa: E402
 
 KAPPA = 4.0
 SIGMA = 0.5
+#: ``--only`` keys of the manifolds' table names.
+KEYS = {"S2": "S²", "T2": "T²", "SO3": "SO(3)", "R64": "R^64", "mesh": "mesh (icosphere(4))"}
+
+
+#: The clock of ``median_time``: wall time, or this process's CPU time (``--clock process``, steadier
+#: on a loaded machine, the same for single-threaded work on an idle one).
+CLOCK = {"wall": time.perf_counter, "process": time.process_time}
+clock = CLOCK["wall"]
 
 
 def median_time(fn, repeats):
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up; returns (seconds, result)."""
+    """Median time of ``fn()`` over ``repeats`` calls after one warm-up; returns (seconds, result)."""
     result = fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         result = fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times), result
 
 
@@ -100,6 +121,26 @@ def geomstats_walk(space, score_np, p0, times, noise_scale, euclidean_drift, see
     return p
 
 
+def our_noise(m):
+    """The per-step noise draw of heatscore's walk on ``m``: ``(points, generator) -> tensor``."""
+    if isinstance(m, (Euclidean, Sphere)):
+        return lambda y, gen: gaussian(gen, y.shape, 1.0, dtype=y.dtype)
+    return lambda y, gen: m._random_tangent_normal(y, gen)
+
+
+def our_exp(m):
+    """The exponential map of heatscore's walk on ``m`` (on S^d, ``exp_unit`` on its unit iterates)."""
+    return exp_unit if isinstance(m, Sphere) else m._exp
+
+
+def per_step(fn, steps, repeats):
+    """Median milliseconds of one of ``steps`` consecutive calls of ``fn(k)``."""
+    def run():
+        for k in range(steps):
+            fn(k)
+    return 1e3 * median_time(run, repeats)[0] / steps
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="particles")
@@ -110,17 +151,28 @@ def main():
                         help="timed repeats for geomstats on SO(3) (its matrix exponential is slow)")
     parser.add_argument("--mesh-repeats", type=int, default=1, help="timed repeats on the mesh")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="+", choices=sorted(KEYS), default=sorted(KEYS),
+                        help="the manifolds to run (default: all)")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
+                        help="wall time, or CPU time of this process (steadier on a loaded machine)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCK[args.clock]
 
     times = time_grid(1.0, 0.0, args.steps)
     times_list = times.tolist()
     print(f"reverse_sde: {args.n} particles × {args.steps} steps, float64, CPU, "
-          f"torch threads = {torch.get_num_threads()}, OMP_NUM_THREADS = {os.environ['OMP_NUM_THREADS']}")
+          f"torch threads = {torch.get_num_threads()}, OMP_NUM_THREADS = {os.environ['OMP_NUM_THREADS']}, "
+          f"clock = {args.clock}, load average = {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("| manifold | heatscore (samples/s) | geomstats walk (samples/s) | ratio | repeats (ours/gs) "
           "| same walk (|Δ mean| / SE) |")
     print("|---|---|---|---|---|---|")
+    breakdown = []
+    wanted = {KEYS[key] for key in args.only}
     for name, m, score, space, score_np, noise_scale in cases():
+        if name not in wanted:
+            continue
         x0 = m.sample_stationary(args.n, rng=args.seed)
         repeats = args.mesh_repeats if space is None else args.repeats
         ours, y = median_time(lambda: reverse_sde(m, score, x0, times, rng=args.seed + 1), repeats)
@@ -147,7 +199,31 @@ def main():
         z = abs(ours_stat.mean() - theirs_stat.mean()) / se
         print(f"| {name} | {ours_rate:,.0f} | {theirs_rate:,.0f} | {ours_rate / theirs_rate:.1f}× "
               f"| {repeats}/{gs_repeats} | {z:.1f} |")
-
+        gen, rng = torch.Generator().manual_seed(args.seed), np.random.default_rng(args.seed)
+        draw, exp = our_noise(m), our_exp(m)
+        scale = math.sqrt(2 * (times_list[0] - times_list[1]))             # a typical step's length
+        v0 = scale * m._random_tangent_normal(x0, gen)
+        v0_np = scale * noise_scale * space.to_tangent(rng.standard_normal(p0.shape), p0)
+        parts = [per_step(fn, args.steps, gs_repeats) for fn in (
+            lambda k: draw(x0, gen), lambda k: rng.standard_normal(p0.shape),
+            lambda k: score(x0, times_list[k]), lambda k: score_np(p0),
+            lambda k: exp(x0, v0), lambda k: space.metric.exp(v0_np, p0))]
+        breakdown.append((name, 1e3 * ours / args.steps, 1e3 * theirs / args.steps, *parts))
+    if not breakdown:
+        return
+    print()
+    print("ms per step; bounds on the ratio: the baseline's step over (a) our noise alone, (b) numpy's "
+          "noise alone, (c) numpy's noise + our score + our exp")
+    print()
+    print("| manifold | step ours / gs | noise ours / numpy | score ours / gs | exp ours / gs "
+          "| bound (a) | bound (b) | bound (c) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, step, step_gs, noise, noise_np, sc, sc_gs, ex, ex_gs in breakdown:
+        print(f"| {name} | {step:.2f} / {step_gs:.2f} | {noise:.2f} / {noise_np:.2f} | {sc:.2f} / {sc_gs:.2f} "
+              f"| {ex:.2f} / {ex_gs:.2f} | {step_gs / noise:.1f}× | {step_gs / noise_np:.1f}× "
+              f"| {step_gs / (noise_np + sc + ex):.1f}× |")
+    print()
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 if __name__ == "__main__":
     main()

@@ -372,8 +372,8 @@ def test_box_muller_gaussian_moments_and_reproducibility():
 
 @pytest.mark.parametrize("m", [Sphere(2), Sphere(4), Euclidean(5, scale=0.7)], ids=repr)
 def test_fast_walk_step_is_the_geodesic_step(m):
-    """The inlined sphere and Euclidean steps equal exp_y(h(−b + 2D s) + √(2Dh) P_y ξ) with the
-    same ξ (drawn from a copy of the generator)."""
+    """The fast sphere and Euclidean steps (ambient noise, unit iterates) equal
+    exp_y(h(−b + 2D s) + √(2Dh) P_y ξ) with the same ξ (drawn from a copy of the generator)."""
     process = process_of(m)
     D, rate, h = process.diffusion, process.drift_rate, 0.03
     y = m.sample_stationary(64, rng=0)

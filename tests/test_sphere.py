@@ -160,6 +160,16 @@ def test_exp_closed_form_and_normal_part(gen):
     assert_close(s.exp(x, r * u + 3.0 * x), expected)
 
 
+def test_exp_differentiable_at_zero(gen):
+    # exp_x(v) = x + P_x v + O(|v|²), so d<c, exp_x(v)>/dv at v = 0 is P_x c (finite, no NaN)
+    s = Sphere()
+    x = _unit_rows(gen, 5)
+    c = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    v = torch.zeros_like(x, requires_grad=True)
+    (s.exp(x, v) * c).sum().backward()
+    assert_close(v.grad, s.proj(x, c))
+
+
 def test_tiny_angles(gen):
     s = Sphere()
     x = _unit_rows(gen, 30)

@@ -20,13 +20,26 @@ def _unit(x):
 
 
 def _dot(a, b):
-    """(n, 1) row-wise inner product."""
-    return (a * b).sum(dim=-1, keepdim=True)
+    """(…, 1) inner product over the last axis, as a product with a vector of ones (torch's sum
+    over a short last axis, as for (n, 3) rows, is several times slower)."""
+    prod = a * b
+    return (prod @ prod.new_ones(prod.shape[-1])).unsqueeze(-1)
 
 
 def _tangent_part(x, v):
     """v − (x·v) x for unit ``x``: the component of ``v`` orthogonal to ``x``."""
     return v - _dot(x, v) * x
+
+
+def exp_unit(x, v):
+    """exp_x(v) = cos r x + (sin r / r) w for unit rows ``x``, w = v − (x·v) x, r = |w|.
+
+    sin r / r is evaluated as sin(r')/r' with r' = max(r, tiny), exactly 1 at r = 0.
+    """
+    w = _tangent_part(x, v)
+    r = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+    r_safe = r.clamp_min(torch.finfo(r.dtype).tiny)
+    return torch.addcmul(x * torch.cos(r), torch.sin(r_safe).div_(r_safe), w)
 
 
 def _sphere_volume(d):
@@ -65,14 +78,12 @@ class Sphere(Manifold):
         return (torch.linalg.vector_norm(x, dim=-1) - 1.0).abs()
 
     def _proj(self, x, v):
-        return _tangent_part(_unit(x), v)
+        """v − ((x·v)/(x·x)) x: the tangent part of ``v`` at the direction of ``x``."""
+        return v - (_dot(x, v) / _dot(x, x)) * x
 
     def _exp(self, x, v):
-        """exp_x(v) = cos|v| x + sin|v| v/|v| on the tangent part of ``v`` (sinc form, exact at v = 0)."""
-        x = _unit(x)
-        v = _tangent_part(x, v)
-        r = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-        return torch.cos(r) * x + torch.sinc(r / math.pi) * v
+        """exp_x(v) = cos|w| x + sin|w| w/|w| on the tangent part w of ``v`` (see :func:`exp_unit`)."""
+        return exp_unit(_unit(x), v)
 
     def _log(self, x, y):
         """log_x(y) = θ w/|w|, w = y − (x·y)x, θ = dist(x, y); 0 at y = x; the rule above at y = −x.

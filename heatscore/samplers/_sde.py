@@ -120,10 +120,12 @@ def _walk_step(m, process, y):
     - ``Euclidean``: y_next = (1 − rh) y + 2Dh s + √(2Dh) ξ, ξ ~ N(0, I_d) (b = r y, exp = +);
     - ``Sphere``: ξ is drawn in the ambient space, ξ ~ N(0, I_{d+1}), since exp_y keeps only the
       tangent part v − (y·v) y of v = 2h s + √(2h) ξ, and P_y ξ ~ N(0, I) in T_yM (isotropic);
-      exp_y(v) = cos|v| y + (sin|v|/|v|) v is inlined on unit iterates;
+      iterates are kept unit (rescaled every ``_SPHERE_RENORMALISE_EVERY`` steps against rounding
+      drift), so ``exp_unit`` applies without normalising them every step;
     - otherwise ``m._random_tangent_normal`` and ``m._exp`` (b = 0 on compact manifolds).
     """
     from heatscore.manifolds import Euclidean, Sphere
+    from heatscore.manifolds.sphere import exp_unit
 
     D, rate = process.diffusion, process.drift_rate
     if isinstance(m, Euclidean):
@@ -132,17 +134,11 @@ def _walk_step(m, process, y):
             return noise.add_(score, alpha=2 * D * h).add_(y, alpha=1 - rate * h)
         return euclidean
     if isinstance(m, Sphere):
-        ones = torch.ones(y.shape[1], dtype=y.dtype, device=y.device)
-
         def sphere(y, score, h, gen, k):
             if k % _SPHERE_RENORMALISE_EVERY == 0:
                 y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
             v = gaussian(gen, y.shape, math.sqrt(2 * D * h), dtype=y.dtype, device=y.device)
-            v.add_(score, alpha=2 * D * h)
-            v.addcmul_(((y * v) @ ones)[:, None], y, value=-1)          # v − (y·v) y
-            r = torch.linalg.vector_norm(v, dim=1, keepdim=True)
-            r_safe = r.clamp_min(torch.finfo(r.dtype).tiny)               # sin r / r = 1 at r → 0
-            return (y * torch.cos(r)).addcmul_(torch.sin(r_safe).div_(r_safe), v)
+            return exp_unit(y, v.add_(score, alpha=2 * D * h))
         return sphere
 
     def geodesic(y, score, h, gen, k):
