@@ -382,3 +382,29 @@ def test_large_batches_work_under_no_grad():
     with torch.no_grad():
         lg = HeatKernel(m).log_pairs(x, x.flip(0), 0.003)
     assert torch.isfinite(lg).all()
+
+
+def test_sphere_harmonics_matrix_route_matches_closed_form():
+    """Moderate-t S² matrices are products of spherical harmonics; the entries too small for
+    that sum's rounding bound go to the pair routes. Both meet DESIGN's relative 1e-6 (values)
+    and the gradients agree with the pair route, coincident and antipodal pairs included."""
+    from heatscore.heat_kernels import _closed_forms as cf
+    from heatscore.heat_kernels._backends import SphereBackend
+
+    m = Sphere(2)
+    x, y = m.random_uniform(60, rng=5), m.random_uniform(50, rng=6)
+    y[:5], y[5:10] = x[:5], -x[5:10]
+    k = HeatKernel(m)
+    theta = m._dist(x.unsqueeze(1), y.unsqueeze(0))
+    assert SphereBackend(m)._gemm_plan(0.01, False) is None       # small t: pair routes only
+    for t in (0.08, 0.1, 0.3, 2.0):
+        exact = cf.sphere_log_heat_kernel(theta, torch.tensor(t))
+        for want_grad in (False, True):                           # (k_min is larger with ∇)
+            _, k_min = SphereBackend(m)._gemm_plan(t, want_grad)
+            lg = k.log(x, y, t) if not want_grad else k._matrix(x, y, t, want_grad=True)[0]
+            assert bool(((lg - exact).abs() <= 1e-6).all())       # |Δ log k| ≤ 1e-6: relative error
+            if t <= 0.1:
+                assert bool((exact < math.log(k_min)).any() and (exact > math.log(k_min)).any())
+        ref = k.grad_log_pairs(x.repeat_interleave(50, 0), y.repeat(60, 1), t).reshape(60, 50, 3)
+        err = (k.grad_log(x, y, t) - ref).norm(dim=-1) / (1 + ref.norm(dim=-1))
+        assert float(err.max()) <= 1e-6
