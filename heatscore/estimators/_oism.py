@@ -165,19 +165,18 @@ class _QuadratureTerms(_Terms):
         return mean_sq / s2 ** 2 - 2 * d / s2
 
     def field(self, X, alpha):
-        """s(x) = Σ_n α_n ∇φ_n(x) (− x/s² on R^d): (n, *ambient)."""
-        G = self.ep._grad(X)[:, self.keep]
-        s = torch.tensordot(alpha.to(X.dtype), G, dims=([0], [1]))
+        """s(x) = Σ_n α_n ∇φ_n(x) (− x/s² on R^d): (n, *ambient); α (K',) or per row (n, K')."""
+        s = _contract(alpha, self.ep._grad(X)[:, self.keep])
         return s - X / self.diffusion if self.euclidean else s
 
     def divergence(self, X, alpha):
         """div s: −Σ α_n λ_n φ_n; on R^d Σ α_n (x·∇φ_n − λ_n φ_n)/s² − d/s² (s²Δφ = x·∇φ − λφ)."""
         phi = self.ep._values(X)[:, self.keep]
         if not self.euclidean:
-            return -(phi * self.lam) @ alpha
+            return -(phi * self.lam * alpha).sum(dim=1)
         grad = self.ep._grad(X)[:, self.keep]
         lap = (torch.einsum("nkd,nd->nk", grad, X) - self.lam * phi) / self.diffusion
-        return lap @ alpha - self.m.dim / self.diffusion
+        return (lap * alpha).sum(dim=1) - self.m.dim / self.diffusion
 
 
 class _SeparableTerms(_Terms):
@@ -237,10 +236,14 @@ class _SeparableTerms(_Terms):
 
     constant = _QuadratureTerms.constant
 
+    def _per_coordinate(self, alpha):
+        """α (K',) or (n, K') -> (…, d, L − 1): entry [i, j − 1] multiplies h_j(x_i/s)."""
+        return alpha.reshape(alpha.shape[:-1] + (self.L - 1, self.d)).transpose(-1, -2)
+
     def field(self, X, alpha):
         _, dh = self._hermite(X)
-        a = alpha.to(X.dtype).reshape(self.L - 1, self.d)          # a[j − 1, i]
-        return (dh[:, :, 1:self.L] * a.T).sum(dim=2) / self.s - X / self.diffusion
+        return (dh[:, :, 1:self.L] * self._per_coordinate(alpha)).sum(dim=2) / self.s \
+            - X / self.diffusion
 
     def divergence(self, X, alpha):
         """Σ_{ij} α_ij h_j''(u_i)/s² − d/s², h_j'' = √(j(j−1)) h_{j−2}."""
@@ -248,8 +251,8 @@ class _SeparableTerms(_Terms):
         j = torch.arange(1, self.L, dtype=X.dtype)
         second = torch.zeros_like(h[:, :, 1:self.L])
         second[:, :, 1:] = torch.sqrt(j[1:] * (j[1:] - 1)) * h[:, :, :self.L - 2]
-        a = alpha.to(X.dtype).reshape(self.L - 1, self.d)
-        return (second * a.T).sum(dim=(1, 2)) / self.diffusion - self.d / self.diffusion
+        return (second * self._per_coordinate(alpha)).sum(dim=(1, 2)) / self.diffusion \
+            - self.d / self.diffusion
 
 
 class _MeshTerms(_Terms):
@@ -286,11 +289,17 @@ class _MeshTerms(_Terms):
         return torch.einsum("f,fmc,fnc->mn", face_mass, self.G, self.G)
 
     def field(self, X, alpha):
-        return torch.tensordot(alpha.to(X.dtype), self.ep._grad(X)[:, self.keep], dims=([0], [1]))
+        return _contract(alpha, self.ep._grad(X)[:, self.keep])
 
     def divergence(self, X, alpha):
         raise ValueError("the divergence of a P1 score is not a function on a TriangleMesh "
                          "(it jumps across edges): no probability-flow likelihood on meshes")
+
+
+def _contract(alpha, G):
+    """Σ_k α_k G[:, k] for α (K,) or per row (n, K), G (n, K, *ambient)."""
+    alpha = alpha.reshape(alpha.shape + (1,) * (G.ndim - 2))
+    return (alpha * G).sum(dim=1)
 
 
 def _terms_for(m, n_levels, basis):
@@ -418,8 +427,8 @@ class OperatorScoreMatching(BaseEstimator):
         return self._alpha(_scalar_time(t)).clone()
 
     def _per_time(self, X, t, name):
-        """terms.<name>(X_rows, α(t)) per distinct time, in float64, returned in X's dtype; ``t``
-        a float or an (n,) tensor."""
+        """terms.<name>(X, α(t)) in float64, returned in X's dtype; ``t`` a float, or an (n,)
+        tensor (one α per distinct time, the basis evaluated once with per-row α)."""
         self._check_fitted("coef_")
         fn = getattr(self._terms, name)
         X = self.manifold.validate(X, "X")
@@ -430,14 +439,8 @@ class OperatorScoreMatching(BaseEstimator):
         if tt.shape != (X.shape[0],):
             raise ValueError(f"t must be a float or have shape ({X.shape[0]},), found {tuple(tt.shape)}")
         values, inverse = torch.unique(tt, return_inverse=True)
-        out = None
-        for j, v in enumerate(values.tolist()):
-            rows = torch.nonzero(inverse == j).flatten()
-            part = fn(X[rows], self._alpha(v))
-            if out is None:
-                out = part.new_zeros((X.shape[0],) + part.shape[1:])
-            out[rows] = part
-        return out.to(dtype)
+        alphas = torch.stack([self._alpha(v) for v in values.tolist()])
+        return fn(X, alphas[inverse]).to(dtype)
 
     def grad_log_density(self, X, t):
         """The score model at time t > 0 (a float, or (n,) per-point times): (n, *ambient)."""
