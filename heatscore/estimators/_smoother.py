@@ -12,6 +12,7 @@ mixes several times: p̂ = Σ_s π_s Σ_i w_i k_{t_s}(·, x_i).
 import json
 import math
 import os
+import sys
 import tempfile
 import warnings
 
@@ -43,6 +44,12 @@ SHRUNK_STEPS = 200
 #: seeded random subset; each is left out of the full data): the criterion's sampling error is
 #: far below the differences between grid times, at a fraction of the cost.
 LOO_MAX_ROWS = 2000
+
+
+def _is_dask_array(x):
+    """True for a dask array, checked without importing dask (the Dask extra stays optional)."""
+    core = sys.modules.get("dask.array.core")
+    return core is not None and isinstance(x, core.Array)
 
 
 def _manifold_spec(m):
@@ -108,6 +115,11 @@ class DiffusionKernelSmoother(BaseEstimator):
     Fitted attributes: ``X_`` (n, *pt), ``sample_weight_`` (n,) normalised, ``times_`` (S,),
     ``weights_`` (S,) mixture weights, ``time_`` (t* for a single time), ``t_min_``,
     ``loo_log_likelihood_`` (mean LOO log-likelihood per grid time, for "auto"), ``grid_``.
+
+    Dask (``heatscore[dask]``): ``fit`` takes a dask array (``X_`` and ``sample_weight_`` then stay
+    dask arrays on the cluster; see ``heatscore.estimators._dask`` for what is held where), the
+    evaluation methods map dask queries to dask arrays, and ``sample(n, chunks=...)`` draws a dask
+    array.
     """
 
     def __init__(self, manifold, time="auto", t_min=None, route="auto", shrinkage=False,
@@ -133,9 +145,20 @@ class DiffusionKernelSmoother(BaseEstimator):
         if self.t_min is not None and not (float(self.t_min) > 0 and math.isfinite(float(self.t_min))):
             raise ValueError(f"t_min must be a positive float or None, found {self.t_min!r}")
 
-    def fit(self, X, sample_weight=None):
-        """Fit to data X (n, *point_shape) with optional non-negative weights (n,). Returns self."""
+    def fit(self, X, sample_weight=None, *, client=None):
+        """Fit to data X (n, *point_shape) with optional non-negative weights (n,). Returns self.
+
+        A dask array X is fitted on the cluster (``client``: a ``distributed.Client``; None: dask's
+        current scheduler): times on a seeded sample, spectral coefficients by a distributed
+        reduction, equal to the in-memory fit to rounding.
+        """
         from heatscore.manifolds import TriangleMesh
+
+        if _is_dask_array(X):  # the Dask extra: a distributed fit (_dask.py)
+            from heatscore.estimators import _dask
+            return _dask.fit(self, X, sample_weight, client)
+        if client is not None:
+            raise ValueError(f"client is for a dask array X, found X of type {type(X).__name__}")
 
         self._validate_params()
         m = self.manifold
@@ -332,10 +355,14 @@ class DiffusionKernelSmoother(BaseEstimator):
     # --- evaluation ---------------------------------------------------------------------------
     def _log_and_grad(self, X, t, want_grad, name="X"):
         self._check_fitted("times_")
-        X = self.manifold.validate(X, name)
-        tt = as_float_tensor(t, "t", dtype=X.dtype)
+        tt = as_float_tensor(t, "t")
         if tt.ndim != 0 or not bool(torch.isfinite(tt)) or float(tt) < 0:
             raise ValueError(f"t must be a finite scalar >= 0, found {t!r}")
+        if _is_dask_array(X) or _is_dask_array(self.X_):  # the Dask extra: dask in, dask out
+            from heatscore.estimators import _dask
+            return _dask.log_and_grad(self, X, float(tt), want_grad, name)
+        X = self.manifold.validate(X, name)
+        tt = tt.to(X.dtype)
         logs, grads = [], []
         for tau_s, pi_s in zip(self.times_.tolist(), self.weights_.tolist()):
             lg, gr = self._log_one(X, tau_s + float(tt), want_grad)
@@ -408,13 +435,17 @@ class DiffusionKernelSmoother(BaseEstimator):
         """Mean log-likelihood of X (higher is better)."""
         return float(self.score_samples(X).mean())
 
-    def sample(self, n, rng=None):
+    def sample(self, n, rng=None, chunks=None):
         """(n, *pt) exact draws from p̂: a datum by weight, a time by mixture weight, then the
-        exact forward noising for that time."""
+        exact forward noising for that time. With ``chunks`` (row chunks), or on a model fitted on
+        a dask array, a dask array whose rows depend on the seed only, not on the chunking."""
         from heatscore.heat_kernels import sample_heat_kernel
         from heatscore._validation import check_positive_int
 
         self._check_fitted("times_")
+        if chunks is not None or _is_dask_array(self.X_):  # the Dask extra (_dask.py)
+            from heatscore.estimators import _dask
+            return _dask.sample(self, n, rng, chunks)
         n = check_positive_int(n, "n", minimum=1)
         gen = as_generator(rng)
         if self.shrinkage:
@@ -446,6 +477,9 @@ class DiffusionKernelSmoother(BaseEstimator):
     def save(self, path):
         """Write the fitted model to ``path`` (.npz, no pickle; atomic rename)."""
         self._check_fitted("times_")
+        if _is_dask_array(self.X_):
+            raise ValueError("a model fitted on a dask array keeps its data on the cluster and is "
+                             "not written to one .npz; fit it in memory to save it")
         meta = {"class": type(self).__name__, "manifold": _manifold_spec(self.manifold),
                 "time": self.time, "t_min": self.t_min, "route": self.route,
                 "shrinkage": bool(self.shrinkage), "n_levels": self.n_levels,
