@@ -56,7 +56,6 @@ from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
 from heatscore.manifolds._base import rows_per_chunk
 from heatscore.manifolds.euclidean import normalised_hermite
 from heatscore.samplers._grid import DEFAULT_MIXING, first_positive_eigenvalue, time_grid
-from heatscore.samplers._process import process_of
 
 #: Relative ridges searched when ``ridge=None`` (× tr(A_t)/K).
 RIDGE_GRID = tuple(10.0 ** e for e in range(-12, 1))

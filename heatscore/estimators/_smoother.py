@@ -11,15 +11,14 @@ mixes several times: p̂ = Σ_s π_s Σ_i w_i k_{t_s}(·, x_i).
 
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 
 from heatscore._errors import TruncationWarning
+from heatscore._io import atomic_write
 from heatscore._validation import as_float_tensor, as_generator, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._kernel_sum import KernelSum, SpectralSum
@@ -495,16 +494,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if hasattr(self, extra):
                 arrays[extra] = getattr(self, extra).numpy()
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
     def load(cls, path):
