@@ -17,7 +17,9 @@ so log p is finite there. On components without data p is exactly 0: log p = −
 
 Cost: about μτ sparse products per time (μ = max_i S_ii/M_i; see ``_mesh_kernel``). Vertex values
 are cached per time and a later time continues from the nearest earlier one (the semigroup), so
-ascending sequences of times cost about as much as the largest.
+ascending sequences of times cost about as much as the largest. Large times (more than
+``SPECTRAL_FROM_PRODUCTS`` products) take the spectral sum over the mesh's first eigenpairs
+instead, where its tail bound certifies it at every vertex.
 """
 
 import math
@@ -32,6 +34,12 @@ from heatscore.heat_kernels._mesh_kernel import vertex_heat_flow
 
 #: Diffused vertex vectors kept per model (the most recent times).
 CACHE_TIMES = 8
+#: Large times: the spectral sum over this many eigenpairs, where certified to SPECTRAL_RTOL at
+#: every vertex, replaces uniformization when that would take more than SPECTRAL_FROM_PRODUCTS
+#: sparse products.
+SPECTRAL_PAIRS = 64
+SPECTRAL_RTOL = 1e-10
+SPECTRAL_FROM_PRODUCTS = 2000
 
 
 def _check_time(tau, name="tau"):
@@ -107,12 +115,35 @@ class MeshHeatDensity:
             return u
         return self.flow.apply(u[:, None], u.new_full((1, 1), dt))[:, 0, 0]
 
+    def _spectral(self, tau):
+        """u_τ = Σ_k e^{−λ_k τ} φ_k (φ_kᵀ M u_0) over SPECTRAL_PAIRS eigenpairs where that is
+        certified to relative error SPECTRAL_RTOL at every vertex, else None.
+
+        With Φ the full M-orthonormal basis, ΦΦᵀ = M⁻¹, so the dropped terms at vertex v are at
+        most e^{−λ_K τ} ‖u_0‖_M / √M_v (Cauchy–Schwarz; λ_K the last eigenvalue kept). Tried only
+        where uniformization would take more than SPECTRAL_FROM_PRODUCTS sparse products
+        (large τ, e.g. the start of a reverse run at 10/λ_1, where the series is slow).
+        """
+        if self.flow.rate * tau < SPECTRAL_FROM_PRODUCTS:
+            return None
+        n_pairs = min(SPECTRAL_PAIRS, self.flow.nv)
+        ep = self.mesh.eigenpairs(n_pairs)
+        phi = ep.vectors.to(self._u0)
+        lam = ep.eigenvalues.to(self._u0)
+        u = phi @ (torch.exp(-lam * tau) * (phi.T @ (self._mass * self._u0)))
+        norm = float(torch.sqrt((self._mass * self._u0 ** 2).sum()))
+        bound = math.exp(-float(lam[-1]) * tau) * norm / torch.sqrt(self._mass)
+        return u if bool((bound <= SPECTRAL_RTOL * u).all()) else None
+
     def _values(self, tau):
-        """(nv,) u_τ of all the data, continued from the nearest cached earlier time."""
+        """(nv,) u_τ of all the data: the certified spectral sum at large τ, otherwise the
+        series continued from the nearest cached earlier time."""
         if tau not in self._cache:
-            earlier = [s for s in self._cache if s < tau]
-            start = max(earlier) if earlier else 0.0
-            u = self._advance(self._cache[start] if earlier else self._u0, tau - start)
+            u = self._spectral(tau)
+            if u is None:
+                earlier = [s for s in self._cache if s < tau]
+                start = max(earlier) if earlier else 0.0
+                u = self._advance(self._cache[start] if earlier else self._u0, tau - start)
             if len(self._cache) >= CACHE_TIMES:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[tau] = u
