@@ -123,7 +123,7 @@ def part_toy(a):
 
             def oism_ll():
                 est = OperatorScoreMatching(m, n_levels=levels, t_min=t_min).fit(X)
-                return est.score(Xt, n_steps=a.ode_steps)
+                return est.score(Xt, steps=a.ode_steps)
 
             ll_o, s_o = timed(oism_ll)
             steps = a.steps_8g if name == "8gaussians" else a.steps
@@ -149,7 +149,7 @@ def diagnose(a, m, X, Xt, t_min, levels, net, jac):
         lo, ln = base.loss(Xt, t=tl / lam1, rng=5), net.loss(Xt, t=tl / lam1, rng=5)
         print(f"| {tl:g} | {lo:.4f} | {ln:.4f} | {ln - lo:+.4f} |", flush=True)
     ln = net.score_samples(Xt, steps=4 * a.ode_steps) + jac
-    lo = oism.score_samples(Xt, n_steps=4 * a.ode_steps) + jac
+    lo = oism.score_samples(Xt, steps=4 * a.ode_steps) + jac
     print(f"\nAt {4 * a.ode_steps} ODE steps, loglik mean / median / 1% quantile: OISM "
           f"{float(lo.mean()):.3f} / {float(lo.median()):.3f} / {float(lo.quantile(0.01)):.3f}; DSM network "
           f"{float(ln.mean()):.3f} / {float(ln.median()):.3f} / {float(ln.quantile(0.01)):.3f}\n", flush=True)
@@ -220,7 +220,7 @@ def part_digits(a):
               f"(networks: Hutchinson divergence, 1 probe; OISM: exact closed-form divergence):\n")
         print("| model | bits/dim | s |")
         print("|---|---|---|")
-        ll, s = timed(lambda: oism.score(xb, n_steps=a.ode_steps))
+        ll, s = timed(lambda: oism.score(xb, steps=a.ode_steps))
         print(f"| OISM closed form (separable, {a.levels_digits} levels) | {bits_per_dim(ll):.3f} | {s:.0f} |",
               flush=True)
         for label, (model, _) in curves.items():
@@ -247,7 +247,7 @@ def part_earth(a):
     nll, s = timed(lambda: -float(DiffusionKernelSmoother(m, t_min=a.earth_t_min).fit(Xf).score_samples(Xt).mean()))
     print(f"| smoother (baseline) | {nll:.3f} | {s:.0f} |", flush=True)
     nll, s = timed(lambda: -OperatorScoreMatching(m, n_levels=a.levels_earth, t_min=a.earth_t_min)
-                   .fit(Xf).score(Xt, n_steps=a.ode_steps))
+                   .fit(Xf).score(Xt, steps=a.ode_steps))
     print(f"| OISM closed form | {nll:.3f} | {s:.0f} |", flush=True)
     net, s_tr = timed(lambda: NeuralScoreModel(m, t_min=a.earth_t_min, hidden=a.hidden, n_steps=a.steps,
                                                batch_size=a.batch, lr=a.lr, rng=0).fit(Xf))

@@ -205,15 +205,15 @@ def test_validation():
 
 def test_large_times_take_the_certified_spectral_sum(gen, monkeypatch):
     """At large τ the spectral sum replaces uniformization and agrees with it (bound 1e-10)."""
-    import heatscore.estimators._mesh_density as md
+    import heatscore.heat_kernels._mesh_kernel as mk
 
     m = cached_mesh("ico3")
     X = m.random_uniform(50, rng=gen)
     dens = MeshHeatDensity(m, X)
-    tau = 1.5 * md.SPECTRAL_FROM_PRODUCTS / dens.flow.rate
+    tau = 1.5 * mk.SPECTRAL_FROM_PRODUCTS / dens.flow.rate
     spectral = dens._spectral(tau)
     assert spectral is not None
-    monkeypatch.setattr(md, "SPECTRAL_FROM_PRODUCTS", math.inf)
+    monkeypatch.setattr(mk, "SPECTRAL_FROM_PRODUCTS", math.inf)
     series = MeshHeatDensity(m, X)._values(tau)
     torch.testing.assert_close(spectral, series, rtol=1e-9, atol=0)
     assert MeshHeatDensity(m, X)._spectral(1e-3) is None          # small τ: the series

@@ -313,3 +313,21 @@ def test_torch_sparse_route_equals_numpy_route(monkeypatch, gen):
     monkeypatch.setattr(_mesh_kernel, "NUMPY_ON_CPU", False)
     torch.testing.assert_close(flow.apply(V, T, rows), lin, rtol=1e-12, atol=0)
     torch.testing.assert_close(flow.log_apply(V, T, rows), log, rtol=0, atol=1e-11)
+
+
+def test_paired_kernel_at_large_times_takes_the_spectral_sum(gen, monkeypatch):
+    """Rows beyond SPECTRAL_FROM_PRODUCTS products use the certified spectral sum: equal to the
+    semigroup (which is what they use when the threshold is removed)."""
+    import heatscore.heat_kernels._mesh_kernel as mk
+
+    m = cached_mesh("ico3")
+    k = HeatKernel(m)
+    x, y = m.random_uniform(40, rng=gen), m.random_uniform(40, rng=gen)
+    rate = mk.vertex_heat_flow(m).rate
+    t = torch.full((40,), 1.5 * mk.SPECTRAL_FROM_PRODUCTS / rate, dtype=torch.float64)
+    t[:10] = 1e-3                                              # small times: the semigroup
+    fast = k.log_pairs(x, y, t), k.grad_log_pairs(x, y, t)
+    monkeypatch.setattr(mk, "SPECTRAL_FROM_PRODUCTS", math.inf)
+    slow = k.log_pairs(x, y, t), k.grad_log_pairs(x, y, t)
+    torch.testing.assert_close(fast[0], slow[0], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-7, atol=1e-9)

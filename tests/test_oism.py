@@ -188,7 +188,7 @@ def test_likelihood_of_a_wrapped_normal():
     est = OperatorScoreMatching(Torus(2), n_levels=20, ridge=0.0, t_min=0.02).fit(G, sample_weight=w)
     Y = (MU + 0.4 * torch.randn(8, 2, generator=torch.Generator().manual_seed(3),
                                 dtype=torch.float64)) % (2 * math.pi)
-    ours = est.score_samples(Y, n_steps=100)
+    ours = est.score_samples(Y, steps=100)
     exact = _wrapped_normal(Y, MU, sigma2 + 2 * 0.02)[0]
     torch.testing.assert_close(ours, exact, rtol=0, atol=LIKELIHOOD_ATOL)
     times = time_grid(10.0, 0.02, 100, "geometric").flip(0)
@@ -202,13 +202,13 @@ def test_samples_match_the_target_moments():
     sigma2, t_min = 0.25, 0.02
     w = torch.exp(_wrapped_normal(G, MU, sigma2)[0])
     est = OperatorScoreMatching(Torus(2), n_levels=20, ridge=0.0, t_min=t_min).fit(G, sample_weight=w)
-    Y = est.sample(4000, rng=5, n_steps=200)
+    Y = est.sample(4000, rng=5, steps=200)
     c = torch.cos(Y - MU)
     expected = math.exp(-(sigma2 + 2 * t_min) / 2)
     se = c.std(dim=0) / math.sqrt(Y.shape[0])
     # bias of 200 geometric reverse steps is far below the 5-SE band (~0.01)
     assert bool(((c.mean(dim=0) - expected).abs() <= N_SIGMA * se + 5e-3).all())
-    torch.testing.assert_close(est.sample(10, rng=5, n_steps=20), est.sample(10, rng=5, n_steps=20))
+    torch.testing.assert_close(est.sample(10, rng=5, steps=20), est.sample(10, rng=5, steps=20))
 
 
 def test_validation_and_conventions(gen):

@@ -30,16 +30,16 @@ import torch
 from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
                                    normalised_weights, rand)
 from heatscore.heat_kernels._kernel import check_kernel_time
+from heatscore.heat_kernels import _mesh_kernel
 from heatscore.heat_kernels._mesh_kernel import vertex_heat_flow
 
 #: Diffused vertex vectors kept per model (the most recent times).
 CACHE_TIMES = 8
-#: Large times: the spectral sum over this many eigenpairs, where certified to SPECTRAL_RTOL at
-#: every vertex, replaces uniformization when that would take more than SPECTRAL_FROM_PRODUCTS
-#: sparse products.
+#: Large times (uniformization beyond ``SPECTRAL_FROM_PRODUCTS`` sparse products, as for the
+#: paired kernels): the spectral sum over SPECTRAL_PAIRS eigenpairs where it is certified to
+#: SPECTRAL_RTOL at every vertex.
 SPECTRAL_PAIRS = 64
 SPECTRAL_RTOL = 1e-10
-SPECTRAL_FROM_PRODUCTS = 2000
 
 
 def _check_time(tau, name="tau"):
@@ -121,10 +121,10 @@ class MeshHeatDensity:
 
         With Φ the full M-orthonormal basis, ΦΦᵀ = M⁻¹, so the dropped terms at vertex v are at
         most e^{−λ_K τ} ‖u_0‖_M / √M_v (Cauchy–Schwarz; λ_K the last eigenvalue kept). Tried only
-        where uniformization would take more than SPECTRAL_FROM_PRODUCTS sparse products
+        where uniformization would take more than ``SPECTRAL_FROM_PRODUCTS`` sparse products
         (large τ, e.g. the start of a reverse run at 10/λ_1, where the series is slow).
         """
-        if self.flow.rate * tau < SPECTRAL_FROM_PRODUCTS:
+        if self.flow.rate * tau < _mesh_kernel.SPECTRAL_FROM_PRODUCTS:
             return None
         n_pairs = min(SPECTRAL_PAIRS, self.flow.nv)
         ep = self.mesh.eigenpairs(n_pairs)

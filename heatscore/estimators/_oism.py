@@ -465,30 +465,30 @@ class OperatorScoreMatching(BaseEstimator):
     def _end_time(self):
         return DEFAULT_MIXING / first_positive_eigenvalue(self.manifold)
 
-    def score_samples(self, X, n_steps=ODE_STEPS):
+    def score_samples(self, X, steps=ODE_STEPS):
         """log p_{t_min}(x) (n,) through the probability-flow ODE from t_min to T = 10/λ_1 with
-        the exact divergence (``heatscore.samplers.log_likelihood``): costly, n_steps solves."""
+        the exact divergence (``heatscore.samplers.log_likelihood``): costly, ``steps`` Heun steps."""
         from heatscore.samplers import log_likelihood
 
         self._check_fitted("coef_")
-        n_steps = check_positive_int(n_steps, "n_steps")
-        times = time_grid(self._end_time(), self.t_min_, n_steps, "geometric").flip(0)
+        steps = check_positive_int(steps, "steps")
+        times = time_grid(self._end_time(), self.t_min_, steps, "geometric").flip(0)
         return log_likelihood(self.manifold, lambda x, t: self.grad_log_density(x, t), X, times,
                               divergence=lambda x, t: self.divergence(x, t))
 
-    def score(self, X, n_steps=ODE_STEPS):
+    def score(self, X, steps=ODE_STEPS):
         """Mean log-likelihood of p_{t_min} (``score_samples``; costly)."""
-        return float(self.score_samples(X, n_steps).mean())
+        return float(self.score_samples(X, steps).mean())
 
-    def sample(self, n, rng=None, n_steps=SAMPLE_STEPS, progress=False):
+    def sample(self, n, rng=None, steps=SAMPLE_STEPS, progress=False):
         """n draws from p_{t_min} by the reverse geodesic random walk from the stationary law at
         T = 10/λ_1 to t_min on a geometric grid: (n, *point_shape)."""
         from heatscore.samplers import reverse_sde
 
         self._check_fitted("coef_")
         n = check_positive_int(n, "n")
-        n_steps = check_positive_int(n_steps, "n_steps")
-        times = time_grid(self._end_time(), self.t_min_, n_steps, "geometric")
+        steps = check_positive_int(steps, "steps")
+        times = time_grid(self._end_time(), self.t_min_, steps, "geometric")
         return reverse_sde(self.manifold, lambda x, t: self.grad_log_density(x, t), n, times,
                            rng=rng, progress=progress)
 

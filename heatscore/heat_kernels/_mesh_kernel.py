@@ -51,6 +51,14 @@ LOG_CHECK_EVERY = 8
 #: ``levels_needed`` returns None beyond this many eigenpairs (like the other backends).
 MAX_LEVELS = 100_000
 
+#: Paired kernels at large t: rows whose uniformization would take more than
+#: SPECTRAL_FROM_PRODUCTS sparse products try the spectral sum, with the eigenpairs
+#: ``levels_needed`` estimates for an absolute tail of SPECTRAL_TAIL/area, if at most
+#: SPECTRAL_MAX_PAIRS (each pair is still certified by the tail bound before it is used).
+SPECTRAL_FROM_PRODUCTS = 2000
+SPECTRAL_TAIL = 1e-10
+SPECTRAL_MAX_PAIRS = 512
+
 #: CPU tensors run the series on numpy/scipy (torch's CPU sparse product is far slower, and the
 #: per-term operations are small); other devices, or False here, use torch sparse tensors.
 NUMPY_ON_CPU = True
@@ -360,8 +368,37 @@ class MeshBackend:
     def log_and_grad(self, x, y, t, want_grad):
         """Row-paired log k_t(x_i, y_i) (P,) and ∇_x log k (P, 3) or None; t (P,).
 
-        Rows are grouped by (vertex of y's face, time): one uniformization run serves them all.
+        Rows whose uniformization would take more than ``SPECTRAL_FROM_PRODUCTS`` sparse products
+        (large t) take the spectral sum where its tail bound certifies DEFAULT_RTOL (eigenpairs
+        as the SPECTRAL_* constants say); the others the semigroup (``_semigroup_log_and_grad``).
         """
+        big = self.flow.rate * t.to(torch.float64) >= SPECTRAL_FROM_PRODUCTS
+        K = self.levels_needed(float(t[big].min()), SPECTRAL_TAIL) if bool(big.any()) else None
+        if K is None or K > SPECTRAL_MAX_PAIRS:
+            return self._semigroup_log_and_grad(x, y, t, want_grad)
+        ep = self.manifold.eigenpairs(K)
+        idx = torch.nonzero(big).flatten()
+        k, g = spectral_sum(self.manifold, x[idx], y[idx], t[idx], K, want_grad, eigenpairs=ep)
+        tail = self._tail_bound(K, t[idx].to(torch.float64), float(ep.eigenvalues[-1])).to(k)
+        ok = k * DEFAULT_RTOL > tail
+        log_k = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        grad = torch.empty((x.shape[0], 3), dtype=x.dtype, device=x.device) if want_grad else None
+        done = idx[ok]
+        log_k[done] = torch.log(k[ok]).to(x.dtype)
+        if want_grad:
+            grad[done] = (g[ok] / k[ok][:, None]).to(x.dtype)
+        rest = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        rest[done] = False
+        if bool(rest.any()):
+            lg, gr = self._semigroup_log_and_grad(x[rest], y[rest], t[rest], want_grad)
+            log_k[rest] = lg
+            if want_grad:
+                grad[rest] = gr
+        return log_k, grad
+
+    def _semigroup_log_and_grad(self, x, y, t, want_grad):
+        """``log_and_grad`` by uniformization: rows grouped by (vertex of y's face, time), one
+        run serving them all."""
         m = self.manifold
         fx, bx, _ = m._located(x)
         fy, by, _ = m._located(y)
@@ -460,7 +497,7 @@ class MeshBackend:
         if bool(bad.any()):
             warnings.warn(f"the {K}-eigenpair spectral sum is not certified at {int(bad.sum())} "
                           "pairs; using the semigroup there", TruncationWarning, stacklevel=4)
-            lg, gr = self.log_and_grad(x[bad], y[bad], t[bad], want_grad)
+            lg, gr = self._semigroup_log_and_grad(x[bad], y[bad], t[bad], want_grad)
             log_k[bad] = lg
             if want_grad:
                 g[bad] = gr
