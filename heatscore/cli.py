@@ -5,6 +5,7 @@
     heatscore evaluate MODEL DATA [--per-point OUT]
     heatscore plot MODEL|DATA -o PNG [--view density|globe|samples|paths]
     heatscore bench earth [--datasets ...] [--seeds N]
+    heatscore bench mesh [--full]
     heatscore demo [-o DIR] [--full]
 
 Data formats are described in :mod:`heatscore._io` (and ``heatscore fit --help``). A user's
@@ -280,6 +281,8 @@ def _plot(args):
 
 # --- bench and demo ------------------------------------------------------------------------------
 def _bench(args):
+    if args.name == "mesh":
+        return _bench_mesh(args)
     from heatscore._bench_earth import run
     from heatscore.datasets import EARTH_DATASETS
 
@@ -294,6 +297,17 @@ def _bench(args):
     seeds = range(5) if args.full else range(args.seeds)
     print("Earth-science benchmark on S^2: test NLL (nats, w.r.t. area; lower is better)")
     run(datasets=names, seeds=seeds, t_mins=t_mins, time_mode=args.time)
+    return 0
+
+
+def _bench_mesh(args):
+    """The mesh benchmark: quick (1 subdivision, k = 10, 2·10^4 points) or ``--full``."""
+    from heatscore._bench_mesh import run
+
+    if args.full:
+        run(subdivisions=3, ks=(10, 50, 100), n=100_000)
+    else:
+        run(subdivisions=1, ks=(10,), n=20_000)
     return 0
 
 
@@ -410,14 +424,17 @@ def _build_parser():
     plot.add_argument("--dpi", type=_positive_int, default=100)
     plot.add_argument("--title", default=None)
 
-    bench = sub.add_parser("bench", help="run a benchmark (earth: the Earth-science data on S²)")
-    bench.add_argument("name", choices=("earth",))
+    bench = sub.add_parser("bench", help="run a benchmark (earth: the Earth-science data on S²; "
+                                         "mesh: densities on the refined Spot mesh)")
+    bench.add_argument("name", choices=("earth", "mesh"))
     bench.add_argument("--datasets", default=None, metavar="A,B",
                        help="comma-separated subset of volcano,earthquake,flood,fire (default all)")
     bench.add_argument("--seeds", type=_positive_int, default=1, metavar="N",
                        help="splits per data set (default 1)")
     bench.add_argument("--time", choices=("auto", "multiscale"), default="multiscale")
-    bench.add_argument("--full", action="store_true", help="5 seeds and 3 t_min values (minutes)")
+    bench.add_argument("--full", action="store_true",
+                       help="earth: 5 seeds and 3 t_min values; mesh: the published recipe (3 "
+                            "subdivisions, k = 10, 50, 100, 10^5 points; minutes)")
 
     demo = sub.add_parser("demo", help="fit the bundled Earth data and draw the fire density")
     demo.add_argument("-o", "--output", default="heatscore-demo", help="output folder")

@@ -194,6 +194,10 @@ def test_plot_bench_and_mesh(script_runs, capsys, monkeypatch):
 
     stdout, _ = ok(r["bench"])
     assert "| volcano | 1e-08 |" in stdout and "RSGM" in stdout
+    stdout, _ = ok(call(capsys, "bench", "mesh"))              # quick: 1 subdivision, k = 10
+    row = [line for line in stdout.splitlines() if line.startswith("| 10 |")][0]
+    gap = float(row.split("|")[5].split("±")[0])
+    assert 0 <= gap < 0.1                                       # nats above the true density
 
     _, stderr = ok(r["fit_mesh"])
     note = stderr.strip().splitlines()
