@@ -118,7 +118,7 @@ class _QuadratureTerms(_Terms):
         elif self.euclidean:
             n_product = max(2 * L - 3, 1)                       # ∇φ_m·∇φ_n has degree ≤ 2L − 4
             n_nodes = max(2 * L - 2, 1)                         # exact to degree 4L − 5 per axis
-        elif isinstance(m, (Sphere, SO3)) and m.dim in (2, 3):
+        elif (isinstance(m, Sphere) and m.dim == 2) or isinstance(m, SO3):
             n_product = 2 * L - 1                               # degree ≤ 2(L − 1)
             n_nodes = 2 * L                                     # exact to degree 4L − 1
         else:
