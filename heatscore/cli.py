@@ -333,7 +333,7 @@ def _demo(args):
     tr, va, _ = split(X.shape[0], 0)
     est = DiffusionKernelSmoother(Sphere(2), time="multiscale").fit(X[np.concatenate([tr, va])])
     path = os.path.join(args.output, "fire_density.png")
-    plot_sphere_density(est.log_density, X, path, title="fire: multiscale heat-kernel density "
+    plot_sphere_density(est.log_density, None, path, title="fire: multiscale heat-kernel density "
                         f"({len(est.times_)} diffusion times, t_min = {est.t_min_:.0e})")
     print(f"wrote {path}")
     return 0
