@@ -54,7 +54,7 @@ def coefficients(cases, workers, repeats):
     print("|---|---|---|---|---|---|---|---|---|")
     m = Sphere(2)
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, memory_limit=0) as cluster, \
+                                  dashboard_address=":0", memory_limit=0) as cluster, \
             distributed.Client(cluster) as client:
         client.run(lambda: __import__("heatscore.estimators._dask"))
         for L, N, chunk in cases:
@@ -96,7 +96,7 @@ def small_t(sizes, workers, chunk, tau=1e-6):
     print("|---|---|---|---|---|---|---|")
     m = Sphere(2)
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, memory_limit=0) as cluster, \
+                                  dashboard_address=":0", memory_limit=0) as cluster, \
             distributed.Client(cluster) as client:
         for N in sizes:
             X = _clustered(N, 1)

@@ -31,7 +31,7 @@ CHUNKS = (700, 1000, 300, 1000)
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
         yield c
 
 
@@ -182,7 +182,7 @@ def test_worker_killed_mid_fit_changes_nothing():
     the fit (coefficients, total weight = row count) is that of the data in memory."""
     chunks = (50,) * 12
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         X = da.map_blocks(_slow_points, chunks=(chunks, (3,)), dtype=np.float64)
         w = da.ones(600, chunks=(chunks,))
         est = DiffusionKernelSmoother(Sphere(2), time=0.05)

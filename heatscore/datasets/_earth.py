@@ -41,7 +41,10 @@ def load_earth_latlon(name):
 
 def latlon_to_unit(latlon):
     """(n, 2) latitude/longitude in degrees -> (n, 3) unit vectors (x towards lon 0, z north)."""
-    ll = torch.as_tensor(np.asarray(latlon), dtype=torch.float64)
+    if isinstance(latlon, torch.Tensor):
+        ll = latlon.to(torch.float64)
+    else:                                           # a copy: read-only arrays (pyarrow) stay intact
+        ll = torch.from_numpy(np.array(latlon, dtype=np.float64))
     if ll.ndim != 2 or ll.shape[1] != 2:
         raise ValueError(f"latlon must have shape (n, 2), found {tuple(ll.shape)}")
     if not bool(torch.isfinite(ll).all()):
