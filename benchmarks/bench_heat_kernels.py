@@ -23,27 +23,19 @@ heatscore's times are medians of 3 runs; the (much slower) baselines are timed o
 import argparse
 import math
 import os
-import time
 
 import mpmath
 import numpy as np
 import torch
 from scipy.special import eval_legendre
 
+from _timing import median_time
+
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.heat_kernels import _closed_forms as cf
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
 
 REPEATS = 3
-
-
-def _median_time(fn, repeats=REPEATS):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2], out
 
 
 def _mp_kernel(cos_theta, t, lmax):
@@ -108,7 +100,7 @@ def matrix(n=2000, n_check=2000):
             print(f"| {t} | {name} | {seconds:.3f} | {err:.1e} | {int((K <= 0).sum())} | {ratio} |",
                   flush=True)
         k = HeatKernel(m)
-        t_ours, K = _median_time(lambda: k(x, y, t))
+        t_ours, K = median_time(lambda: k(x, y, t), REPEATS)
         K = K.numpy()
         row("heatscore `HeatKernel` (median of 3)", t_ours, K, "1.0")
 
@@ -118,7 +110,7 @@ def matrix(n=2000, n_check=2000):
             for l in range(L):
                 out += (2 * l + 1) / (4 * np.pi) * np.exp(-l * (l + 1) * t) * eval_legendre(l, c)
             return out
-        t_leg, K_leg = _median_time(legendre_loop, repeats=1)
+        t_leg, K_leg = median_time(legendre_loop, repeats=1)
         row(f"scipy Legendre loop, {L} degrees (1 run)", t_leg, K_leg, f"{t_leg / t_ours:.1f}")
         try:
             gk, used, n_max = _gk_kernel(t, L)
@@ -126,7 +118,7 @@ def matrix(n=2000, n_check=2000):
             print(f"| {t} | GeometricKernels | not installed (pip install 'heatscore[bench]') | | | |")
             continue
         xn, yn = x.numpy(), y.numpy()
-        t_gk, K_gk = _median_time(lambda: gk(xn, yn), repeats=1)
+        t_gk, K_gk = median_time(lambda: gk(xn, yn), repeats=1)
         cap = f", capped at its maximum {n_max} of the {L} needed" if used < L else ""
         row(f"GeometricKernels Matérn ν=∞, {used} levels{cap} (1 run)", t_gk, K_gk,
             f"{t_gk / t_ours:.1f}")
@@ -161,7 +153,7 @@ def sampling(n=100_000, t=0.05):
             ok = se > 0
             return float(((vals.mean(0) - expected).abs()[ok] / se[ok]).max())
         gen = torch.Generator().manual_seed(4)
-        t_exact, xe = _median_time(lambda: sample_heat_kernel(m, x0, t, rng=gen))
+        t_exact, xe = median_time(lambda: sample_heat_kernel(m, x0, t, rng=gen), REPEATS)
         if isinstance(m, Euclidean):  # the OU walk has drift −x: Euler–Maruyama
             def walk():
                 h, y = t / 100, x0
@@ -171,7 +163,7 @@ def sampling(n=100_000, t=0.05):
         else:
             def walk():
                 return _walk(m, x0, t, gen)
-        t_walk, xw = _median_time(walk, repeats=1)
+        t_walk, xw = median_time(walk, repeats=1)
         print(f"| {name} | {n / t_exact:,.0f} | {err(xe):.1f} | {n / t_walk:,.0f} | {err(xw):.1f} | "
               f"{t_walk / t_exact:.1f} |")
 

@@ -21,6 +21,8 @@ import time
 
 import torch
 
+from _timing import median_time
+
 from heatscore.datasets import load_earth
 from heatscore.estimators import DiffusionKernelSmoother
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
@@ -82,12 +84,7 @@ def speed(n_draws=100_000, n_dense=1_000, repeats=1):
     dense = DiffusionKernelSmoother(Sphere(2), time=est.time_, route="dense").fit(X)
 
     def timed(fn):
-        times, out = [], None
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        return sorted(times)[len(times) // 2], out
+        return median_time(fn, repeats)
 
     t_auto, (lp, g) = timed(lambda: (est.log_density(Q), est.grad_log_density(Q)))
     t_dense, (lp_d, g_d) = timed(lambda: (dense.log_density(Q[:n_dense]),

@@ -16,24 +16,19 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/torch are imported
 
 import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from _timing import median_time  # noqa: E402
+
 from heatscore.manifolds import SO3  # noqa: E402
 
 
-def median_time(fn, repeats):
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up; returns (seconds, result)."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def warm_median_time(fn, repeats):
+    """``median_time`` after one warm-up call: (seconds, result)."""
+    fn()
+    return median_time(fn, repeats)
 
 
 def main():
@@ -51,8 +46,8 @@ def main():
     base_np, target_np = base.numpy(), target.numpy()
     space = so3.to_geomstats()
 
-    ours, log_ours = median_time(lambda: so3.log(base, target), args.repeats)
-    theirs, log_theirs = median_time(lambda: space.metric.log(target_np, base_np), args.geomstats_repeats)
+    ours, log_ours = warm_median_time(lambda: so3.log(base, target), args.repeats)
+    theirs, log_theirs = warm_median_time(lambda: space.metric.log(target_np, base_np), args.geomstats_repeats)
     diff = float(np.abs(log_ours.numpy() - log_theirs).max())
 
     print(f"SO(3) log of {args.n} pairs, float64, CPU, torch threads = {torch.get_num_threads()}")
@@ -63,7 +58,7 @@ def main():
     print(f"  max |log_heatscore - log_geomstats|       {diff:10.2e}")
 
     ep = so3.eigenpairs(args.n_levels)
-    values_time, values = median_time(lambda: ep(base), args.repeats)
+    values_time, values = warm_median_time(lambda: ep(base), args.repeats)
     print(f"SO(3) eigenpairs(n_levels={args.n_levels}) values at {args.n} rotations "
           f"(K = {len(ep)}, output {tuple(values.shape)}): {values_time * 1e3:.1f} ms "
           f"(median of {args.repeats})")
