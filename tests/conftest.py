@@ -27,6 +27,17 @@ def assert_close(actual, expected, rtol=None, atol=None, dtype=torch.float64):
                                rtol=r if rtol is None else rtol, atol=a if atol is None else atol)
 
 
+def coordinate_gradient(f, x, h):
+    """(n, K, d) fourth-order central differences of f: (n, d) -> (n, K) along each coordinate,
+    (−f(x + 2h e_i) + 8f(x + h e_i) − 8f(x − h e_i) + f(x − 2h e_i))/(12h)."""
+    columns = []
+    for i in range(x.shape[1]):
+        e = torch.zeros(x.shape[1], dtype=x.dtype)
+        e[i] = h
+        columns.append((-f(x + 2 * e) + 8 * f(x + e) - 8 * f(x - e) + f(x - 2 * e)) / (12 * h))
+    return torch.stack(columns, dim=-1)
+
+
 @pytest.fixture
 def gen():
     """A seeded torch.Generator (tests never use global random state)."""
