@@ -380,7 +380,13 @@ class OperatorScoreMatching(BaseEstimator):
             self._split = tuple(self._terms.statistics(X[rows], w[rows] / w[rows].sum())
                                 for rows in (train, test))
             self._fit_share = float(w[train].sum())
-        self._stats = self._terms.statistics(X, w)
+        if self._split is not None and not isinstance(self._terms, _MeshTerms):
+            # statistics are weighted sums: all the data's are the split's two parts, mixed
+            share = self._fit_share
+            self._stats = {k: share * a + (1 - share) * self._split[1][k]
+                           for k, a in self._split[0].items()}
+        else:
+            self._stats = self._terms.statistics(X, w)
         self.coef_ = self._terms.score_coefficients(self._stats)
         self.eigenvalues_ = self._terms.lam
         self._alphas = OrderedDict()
