@@ -18,8 +18,7 @@ from heatscore import NotFittedError
 from heatscore.estimators import DiffusionKernelSmoother, NeuralScoreModel, ScoreNetwork, dsm_per_example
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
-from heatscore.samplers._divergence import score_and_divergence
-from heatscore.estimators._neural import _score_and_divergence
+from heatscore.samplers._divergence import exact_divergence, score_and_divergence
 
 MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
 SD = 0.5
@@ -154,7 +153,7 @@ def test_divergence_matches_the_samplers(m):
     net = ScoreNetwork(m, 1e-3, 10.0, hidden=(16, 16), rng=1)
     t = 0.07
     s_ref, div_ref = score_and_divergence(lambda y, tau: net(y, tau), m, x, t, "exact", None)
-    s, div = _score_and_divergence(net, m, x, torch.full((20,), t, dtype=torch.float64), False)
+    s, div = exact_divergence(net, m, x, torch.full((20,), t, dtype=torch.float64), False)
     assert_close(s, s_ref)
     assert_close(div, div_ref, rtol=1e-8, atol=1e-8)
 
@@ -182,7 +181,7 @@ def test_ism_and_ssm_equal_dsm_up_to_a_constant(m, objective):
     # power: the divergence terms' share of D is many standard errors, so a divergence dropped
     # or off by a factor 2 would fail the check above
     xt = sample_heat_kernel(m, x0, t, rng=torch.Generator().manual_seed(9))
-    divs = [_score_and_divergence(est.network_, m, xt, t, False)[1] for est in models]
+    divs = [exact_divergence(est.network_, m, xt, t, False)[1] for est in models]
     share = 2 * models[0].network_.sigma(t) ** 2 * (divs[0] - divs[1])
     assert abs(float(share.mean())) > 2 * N_SIGMA * se
 

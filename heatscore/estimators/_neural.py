@@ -58,7 +58,7 @@ from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.heat_kernels._kernel import check_kernel_time
 from heatscore.samplers import DEFAULT_MIXING, log_likelihood, reverse_sde, time_grid
 from heatscore.samplers._grid import first_positive_eigenvalue
-from heatscore.samplers._process import tangent_frame
+from heatscore.samplers._divergence import _directional, exact_divergence
 from heatscore.samplers._progress import ProgressBar
 
 __all__ = ["ScoreNetwork", "NeuralScoreModel", "dsm_per_example"]
@@ -200,41 +200,6 @@ class ScoreNetwork(torch.nn.Module):
         raw = self.mlp(h).to(x.dtype).reshape(x.shape[:1] + self.ambient_shape)
         out = self.manifold._proj(x, raw)
         return out / sigma.reshape((-1,) + (1,) * len(self.ambient_shape))
-
-
-# --- divergences with a graph (training) ------------------------------------------------------
-def _directional_terms(fn, m, x, t, directions, create_graph):
-    """(s (n, *ambient), g_x(∇_E s, E) (n,)) for s = P fn(·, t) and one tangent direction E per row.
-
-    The derivative of g_x(P s(c(ε)), E) in ε at 0 along a curve with c(0) = x, c'(0) = E, as in
-    ``heatscore.samplers``' exact divergence (which uses c(ε) = exp_x(εE); only c'(0) matters),
-    but with per-row times and, if ``create_graph``, differentiable in the parameters. On the
-    sphere c(ε) = (x + εE)/|x + εE|: the second derivatives of exp's |εE| at ε = 0 are NaN.
-    """
-    from heatscore.manifolds import Sphere
-
-    eps = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device, requires_grad=True)
-    step = eps.reshape((-1,) + (1,) * (directions.ndim - 1)) * directions
-    if isinstance(m, Sphere):
-        y = x + step
-        y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
-    else:
-        y = m._exp(x, step)
-    s = m._proj(y, fn(y, t))
-    (derivative,) = torch.autograd.grad(m._inner(x, s, directions).sum(), eps, create_graph=create_graph)
-    return s, derivative
-
-
-def _score_and_divergence(fn, m, x, t, create_graph):
-    """(s (n, *ambient), div_M s (n,)): the exact Riemannian divergence over a g-orthonormal frame
-    (n·dim evaluations of ``fn``), per-row times t (n,)."""
-    frame = tangent_frame(m, x)                                          # (n, k, *ambient)
-    n, k = frame.shape[:2]
-    pshape = tuple(x.shape[1:])
-    xr = x.unsqueeze(1).expand((n, k) + pshape).reshape((n * k,) + pshape)
-    s, d = _directional_terms(fn, m, xr, t.repeat_interleave(k), frame.reshape((n * k,) + frame.shape[2:]),
-                              create_graph)
-    return s.reshape((n, k) + tuple(s.shape[1:]))[:, 0], d.reshape(n, k).sum(dim=1)
 
 
 def _projectors(m, x):
@@ -499,10 +464,10 @@ class NeuralScoreModel(BaseEstimator):
         xt = sample_heat_kernel(m, x0, t, rng=gen)
         with torch.enable_grad():
             if objective == "ism":
-                s, div = _score_and_divergence(self.network_, m, xt, t, create_graph)
+                s, div = exact_divergence(self.network_, m, xt, t, create_graph)
             else:
-                s, div = _directional_terms(self.network_, m, xt, t, m._random_tangent_normal(xt, gen),
-                                            create_graph)
+                s, div = _directional(self.network_, m, xt, m._random_tangent_normal(xt, gen), t,
+                                      create_graph)
             out = weight * (m._inner(xt, s, s) + 2 * div)
         return out if create_graph else out.detach()
 
@@ -568,10 +533,9 @@ class NeuralScoreModel(BaseEstimator):
             tt = torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device)
             with torch.enable_grad():
                 if divergence == "exact":
-                    net = _score_and_divergence(self.network_, m, y, tt, False)[1]
+                    net = exact_divergence(self.network_, m, y, tt)[1]
                 else:
-                    net = _directional_terms(self.network_, m, y, tt, m._random_tangent_normal(y, gen),
-                                             False)[1]
+                    net = _directional(self.network_, m, y, m._random_tangent_normal(y, gen), tt)[1]
             base = as_float_tensor(base_divergence(y, t), "residual divergence", dtype=y.dtype,
                                    device=y.device)
             return net.detach() + base
