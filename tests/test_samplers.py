@@ -23,7 +23,7 @@ from heatscore.manifolds._mesh_geometry import icosphere
 from heatscore.samplers import (DEFAULT_MIXING, default_times, log_likelihood, probability_flow,
                                 reverse_sde, time_grid)
 from heatscore.samplers._progress import ProgressBar
-from heatscore.samplers._process import gaussian, process_of
+from heatscore.samplers._process import process_of, standard_normal
 from heatscore.samplers._sde import _walk_step, langevin_step_size
 
 #: Levels of the S² zonal and SO(3) character series: the first omitted term is below
@@ -356,33 +356,39 @@ def test_same_seed_same_samples():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_box_muller_gaussian_moments_and_reproducibility():
-    """Mean 0, variance σ², fourth moment 3σ⁴ within N_SIGMA standard errors; odd sizes; seeds."""
-    std, n = 1.7, 200_001
-    z = gaussian(torch.Generator().manual_seed(3), (n,), std)
-    assert z.shape == (n,) and z.dtype == torch.float64
-    u = z / std
+def test_walk_noise_moments_tails_and_reproducibility():
+    """float32 draws: mean 0, variance 1, fourth moment 3 within N_SIGMA standard errors, the
+    two-sided tail mass beyond 3 within N_SIGMA binomial standard errors; seeds reproduce."""
+    n = 2_000_001
+    z = standard_normal(torch.Generator().manual_seed(3), (n,))
+    assert z.shape == (n,) and z.dtype == torch.float32
+    u = z.double()
     # (k, E Z^k, Var Z^k = E Z^2k − (E Z^k)²)
-    for k, exact, var in ((1, 0.0, 1.0), (2, 1.0, 2.0), (4, 3.0, 96.0)):
+    for k, exact, var in ((1, 0.0, 1.0), (2, 1.0, 2.0), (3, 0.0, 15.0), (4, 3.0, 96.0)):
         assert abs(float((u ** k).mean()) - exact) < N_SIGMA * math.sqrt(var / n)
-    a = gaussian(torch.Generator().manual_seed(5), (7, 3), 1.0)
-    assert a.shape == (7, 3) and torch.equal(a, gaussian(torch.Generator().manual_seed(5), (7, 3), 1.0))
-    assert gaussian(torch.Generator(), (4,), 1.0, dtype=torch.float32).dtype == torch.float32
+    tail = math.erfc(3 / math.sqrt(2))
+    assert abs(float((u.abs() > 3).double().mean()) - tail) < N_SIGMA * math.sqrt(tail / n)
+    a = standard_normal(torch.Generator().manual_seed(5), (7, 3))
+    assert a.shape == (7, 3) and torch.equal(a, standard_normal(torch.Generator().manual_seed(5), (7, 3)))
 
 
-@pytest.mark.parametrize("m", [Sphere(2), Sphere(4), Euclidean(5, scale=0.7)], ids=repr)
+@pytest.mark.parametrize("m", [Sphere(2), Sphere(4), Torus(2), Euclidean(5, scale=0.7)], ids=repr)
 def test_fast_walk_step_is_the_geodesic_step(m):
-    """The fast sphere and Euclidean steps (ambient noise, unit iterates) equal
-    exp_y(h(−b + 2D s) + √(2Dh) P_y ξ) with the same ξ (drawn from a copy of the generator)."""
+    """The closed-form sphere, torus and Euclidean steps (ambient noise, unit iterates) equal
+    exp_y(h(−b + 2D s) + √(2Dh) P_y ξ) with the same ξ (drawn from a copy of the generator; on
+    the sphere in the walk's column-major order)."""
     process = process_of(m)
     D, rate, h = process.diffusion, process.drift_rate, 0.03
     y = m.sample_stationary(64, rng=0)
     score = m.proj(y, 2.0 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1),
                                          dtype=y.dtype))
     gen = torch.Generator().manual_seed(2)
-    xi = gaussian(torch.Generator().manual_seed(2), y.shape, math.sqrt(2 * D * h))
+    copy = torch.Generator().manual_seed(2)
+    xi = standard_normal(copy, y.shape[::-1]).T if isinstance(m, Sphere) else standard_normal(copy, y.shape)
+    xi = math.sqrt(2 * D * h) * xi.double()
     expected = m.exp(y, m.proj(y, xi) + 2 * D * h * score - h * rate * y)
     actual = _walk_step(m, process, y)(y, score, h, gen, 0)
+    assert actual.dtype == torch.float64
     assert_close(actual, expected)
     assert bool(m.belongs(actual).all())
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from heatscore._validation import as_float_tensor, rand
+from heatscore._validation import as_float_tensor
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def call_score(score_fn, m, x, t):
                          f"{x.shape[0]} points, found shape {tuple(out.shape)} at {when}")
     if not out.is_floating_point():
         out = out.to(x.dtype)
-    if not bool(torch.isfinite(out.sum())):                  # one reduction; NaN/inf propagate
+    if not math.isfinite(float(out.detach().sum())):         # one reduction; NaN/inf propagate
         bad = int((~torch.isfinite(out)).sum())
         if bad:
             raise ValueError(f"score_fn returned {bad} NaN/inf entries at {when}")
@@ -104,21 +104,14 @@ def tangent_frame(m, x):
     raise TypeError(f"no tangent frame for {m!r}: use divergence='hutchinson' or a callable")
 
 
-def gaussian(gen, shape, std, dtype=torch.float64, device=None):
-    """``shape`` i.i.d. N(0, std²) draws from ``gen`` by Box–Muller on uniforms of ``dtype``.
+def standard_normal(gen, shape, device=None):
+    """``shape`` i.i.d. N(0, 1) draws from ``gen`` in float32: the noise of the random walks.
 
-    Pairs z = std·√(−2 log(1 − u₁))·(cos 2πu₂, sin 2πu₂), u ~ U[0, 1) from ``rand``
-    (53-bit for float64): the transform ``torch.randn`` applies (the same tails, |z| ≤ 8.6·std
-    in float64), but vectorised: about twice as fast in float64 on the CPU. 1 − u₁ is exact for
-    u₁ ≥ 1/2 (Sterbenz), where the tail is decided, so it is taken by ``log`` (faster than
-    ``log1p``). Reproducible for a given generator.
+    torch's float32 normal generator (vectorised Box–Muller on 24-bit uniforms) is 4–8× faster on
+    the CPU than its float64 one, and the draw is most of a walk's step on S^d and R^d. The walks
+    add these draws to their float64 iterates (the sum is float64). Their rounding (relative
+    2^-24) and their tail cut at √(48 ln 2) ≈ 5.77 (probability 8e-9 per draw) are far below a
+    walk's O(h) discretisation error. Drawn on the generator's device, moved to ``device``.
     """
-    numel = math.prod(shape)
-    half = (numel + 1) // 2
-    u = rand(gen, (2, half), dtype=dtype, device=device)
-    radius = u[0].neg_().add_(1.0).log_().mul_(-2.0 * std * std).sqrt_()  # std·√(−2 log(1 − u₁))
-    angle = u[1].mul_(2 * math.pi)
-    z = torch.empty((2, half), dtype=dtype, device=radius.device)
-    torch.cos(angle, out=z[0]).mul_(radius)
-    torch.sin(angle, out=z[1]).mul_(radius)
-    return z.reshape(-1)[:numel].reshape(shape)
+    out = torch.empty(shape, dtype=torch.float32, device=gen.device).normal_(generator=gen)
+    return out if device is None else out.to(device)

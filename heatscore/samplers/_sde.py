@@ -6,8 +6,9 @@ import numbers
 import torch
 
 from heatscore._validation import as_generator, check_positive_int
+from heatscore.manifolds.sphere import _rowdot, exp_unit
 from heatscore.samplers._grid import check_times
-from heatscore.samplers._process import call_score, gaussian, process_of
+from heatscore.samplers._process import call_score, process_of, standard_normal
 from heatscore.samplers._progress import ProgressBar
 
 
@@ -69,7 +70,8 @@ def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corr
     ----------
     m : heatscore manifold.
     score_fn : callable ``(x (n, *point_shape), t float) -> (n, *ambient)``, ∇ log p_t (tangent;
-        it is used through m.exp, which keeps the tangent part).
+        it is used through m.exp, which keeps the tangent part). ``x`` may be non-contiguous (on
+        S^d the walk keeps its points column-major): reshape it, do not ``view`` it.
     x_T : (n, *point_shape) starting points at time ``times[0]``, or an int n: n draws from the
         stationary law (``m.sample_stationary``, with ``rng``).
     times : 1-D, strictly decreasing, ≥ 0: T = times[0] … t_end = times[-1] (see ``time_grid``).
@@ -101,6 +103,7 @@ def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corr
             trajectory.append(y)
         bar.update()
     bar.close()
+    y = y.contiguous()
     if return_trajectory:
         return y, torch.stack(trajectory)
     return y
@@ -110,42 +113,62 @@ def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corr
 _SPHERE_RENORMALISE_EVERY = 32
 
 
+def _column_major_unit(y):
+    """y / |y| row-wise, stored column-major (a contiguous (d+1, n) block viewed as (n, d+1)).
+
+    The sphere walk's layout: there, per-row scalars (n, 1) broadcast along contiguous columns,
+    2–4× faster on the CPU than along (n, 3) rows; elementwise results keep the layout.
+    """
+    out = torch.empty(y.shape[::-1], dtype=y.dtype, device=y.device).T
+    return torch.div(y, _rowdot(y, y).sqrt_().unsqueeze(1), out=out)
+
+
 def _walk_step(m, process, y):
     """The step ``(y, score, h, gen, k) -> y_next`` of the geodesic random walk on ``m``,
 
         y_next = exp_y(h(−b(y) + 2D s) + √(2Dh) ξ),   ξ ~ N(0, I) in T_yM.
 
-    Closed forms where they are cheaper than ``m._exp`` and ``m._random_tangent_normal``:
+    Closed forms where they are cheaper than ``m._exp`` and ``m._random_tangent_normal``, with ξ
+    from :func:`standard_normal` (float32 draws added to the float64 step):
 
-    - ``Euclidean``: y_next = (1 − rh) y + 2Dh s + √(2Dh) ξ, ξ ~ N(0, I_d) (b = r y, exp = +);
+    - ``Euclidean`` and ``Torus`` (coordinate frames, ξ ~ N(0, I_d)): y_next = exp_y(v) with
+      v = 2Dh s + √(2Dh) ξ − rh y, i.e. (1 − rh) y + 2Dh s + √(2Dh) ξ on R^d (b = r y, exp = +)
+      and the wrapped sum on T^d (r = 0);
     - ``Sphere``: ξ is drawn in the ambient space, ξ ~ N(0, I_{d+1}), since exp_y keeps only the
       tangent part v − (y·v) y of v = 2h s + √(2h) ξ, and P_y ξ ~ N(0, I) in T_yM (isotropic);
-      iterates are kept unit (rescaled every ``_SPHERE_RENORMALISE_EVERY`` steps against rounding
-      drift), so ``exp_unit`` applies without normalising them every step;
-    - otherwise ``m._random_tangent_normal`` and ``m._exp`` (b = 0 on compact manifolds).
+      iterates are kept unit and column-major (:func:`_column_major_unit` at the first step and
+      every ``_SPHERE_RENORMALISE_EVERY`` steps against rounding drift; ``score_fn`` sees them
+      as non-contiguous (n, d+1) tensors), so ``exp_unit`` applies without normalising them;
+    - otherwise (SO(3), meshes) ``m._random_tangent_normal`` and ``m._exp`` (b = 0).
     """
-    from heatscore.manifolds import Euclidean, Sphere
-    from heatscore.manifolds.sphere import exp_unit
+    from heatscore.manifolds import Euclidean, Sphere, Torus
 
     D, rate = process.diffusion, process.drift_rate
+
+    def ambient_step(score, noise, h):
+        """2Dh s + √(2Dh) ξ."""
+        return score.mul(2 * D * h).add_(noise, alpha=math.sqrt(2 * D * h))
+
     if isinstance(m, Euclidean):
         def euclidean(y, score, h, gen, k):
-            noise = gaussian(gen, y.shape, math.sqrt(2 * D * h), dtype=y.dtype, device=y.device)
-            return noise.add_(score, alpha=2 * D * h).add_(y, alpha=1 - rate * h)
+            noise = standard_normal(gen, y.shape, device=y.device)
+            return ambient_step(score, noise, h).add_(y, alpha=1 - rate * h)
         return euclidean
+    if isinstance(m, Torus):
+        def torus(y, score, h, gen, k):
+            return m._exp(y, ambient_step(score, standard_normal(gen, y.shape, device=y.device), h))
+        return torus
     if isinstance(m, Sphere):
         def sphere(y, score, h, gen, k):
             if k % _SPHERE_RENORMALISE_EVERY == 0:
-                y = y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
-            v = gaussian(gen, y.shape, math.sqrt(2 * D * h), dtype=y.dtype, device=y.device)
-            return exp_unit(y, v.add_(score, alpha=2 * D * h))
+                y = _column_major_unit(y)
+            noise = standard_normal(gen, y.shape[::-1], device=y.device).T
+            return exp_unit(y, ambient_step(score, noise, h))
         return sphere
 
     def geodesic(y, score, h, gen, k):
-        step = m._random_tangent_normal(y, gen).mul_(math.sqrt(2 * D * h)).add_(score, alpha=2 * D * h)
-        if rate:
-            step.add_(y, alpha=-h * rate)
-        return m._exp(y, step)
+        return m._exp(y, m._random_tangent_normal(y, gen).mul_(math.sqrt(2 * D * h))
+                      .add_(score, alpha=2 * D * h))
     return geodesic
 
 
