@@ -360,13 +360,18 @@ def test_params_and_callback_and_progress(monkeypatch):
     assert bool((est.time_curve_[1:] >= est.time_curve_[:-1]).all())
 
 
-@pytest.mark.parametrize("name, value", [
-    ("objective", "score"), ("residual", object()), ("t_min", -1.0), ("t_max", 0.0),
-    ("hidden", (0,)), ("hidden", "wide"), ("hidden", ()), ("n_frequencies", -1), ("n_steps", -1),
-    ("n_steps", 1.5), ("batch_size", 0), ("lr", 0.0), ("lr", float("nan")), ("dtype", torch.float16),
-    ("progress", "yes"), ("device", "no-such-device"), ("n_times", 1)])
-def test_bad_arguments(name, value):
-    with pytest.raises(ValueError, match=name):
+@pytest.mark.parametrize("name, value, error", [
+    ("objective", "score", ValueError), ("objective", 3, TypeError), ("residual", object(), TypeError),
+    ("t_min", -1.0, ValueError), ("t_min", "small", TypeError), ("t_max", 0.0, ValueError),
+    ("hidden", (0,), ValueError), ("hidden", "wide", TypeError), ("hidden", 64, TypeError),
+    ("hidden", (), ValueError), ("n_frequencies", -1, ValueError), ("n_steps", -1, ValueError),
+    ("n_steps", 1.5, TypeError), ("batch_size", 0, ValueError), ("lr", 0.0, ValueError),
+    ("lr", float("nan"), ValueError), ("lr", None, TypeError), ("dtype", torch.float16, ValueError),
+    ("progress", "yes", TypeError), ("device", "no-such-device", ValueError), ("device", 1.5, TypeError),
+    ("n_times", 1, ValueError)])
+def test_bad_arguments(name, value, error):
+    """DESIGN's errors: TypeError for a wrong type, ValueError for a wrong value; both name it."""
+    with pytest.raises(error, match=name):
         NeuralScoreModel(Euclidean(2), **{name: value}).fit(gaussian_data(5, 0))
 
 
@@ -387,5 +392,5 @@ def test_bad_combinations_and_inputs():
         est.grad_log_density(torch.ones(4, 3), 0.1)
     with pytest.raises(ValueError, match="objective"):
         est.loss(X, objective="nll")
-    with pytest.raises(ValueError, match="residual"):
+    with pytest.raises(TypeError, match="residual"):
         dsm_per_example(est, X, t=0.1, residual=object())

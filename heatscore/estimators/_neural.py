@@ -216,24 +216,17 @@ def _projectors(m, x):
 
 # --- the estimator ----------------------------------------------------------------------------
 def _check_real(value, name, allow_none=False):
-    """A finite float > 0 (or None if allowed); ``ValueError`` naming ``name`` otherwise."""
+    """A finite float > 0 (or None if allowed); ``TypeError`` (not a real number) or
+    ``ValueError`` naming ``name`` otherwise."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive real number{' or None' if allow_none else ''}, "
+        raise TypeError(f"{name} must be a positive real number{' or None' if allow_none else ''}, "
                          f"found {value!r}")
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite positive number, found {value!r}")
     return value
-
-
-def _check_int(value, name, minimum):
-    """``check_positive_int`` with ``ValueError`` for every bad value (constructor arguments)."""
-    try:
-        return check_positive_int(value, name, minimum=minimum)
-    except TypeError as err:
-        raise ValueError(str(err)) from None
 
 
 def _takes_per_point_times(base, m, times, device):
@@ -251,13 +244,15 @@ def _takes_per_point_times(base, m, times, device):
 def _check_device(device):
     try:
         return torch.device(device)
-    except (RuntimeError, TypeError):
+    except TypeError:
+        raise TypeError(f"device must be None or a torch device, found {device!r}") from None
+    except RuntimeError:
         raise ValueError(f"device must be None or a torch device, found {device!r}") from None
 
 
 def _check_residual(residual):
     if residual is not None and not callable(getattr(residual, "grad_log_density", None)):
-        raise ValueError(f"residual must be None or a fitted estimator with grad_log_density(X, t), "
+        raise TypeError(f"residual must be None or a fitted estimator with grad_log_density(X, t), "
                          f"found {type(residual).__name__}")
     return residual
 
@@ -317,7 +312,9 @@ class NeuralScoreModel(BaseEstimator):
     # --- fitting ------------------------------------------------------------------------------
     def _validate_params(self):
         kind = _kind(self.manifold)
-        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
+        if not isinstance(self.objective, str):
+            raise TypeError(f"objective must be one of {OBJECTIVES}, found {self.objective!r}")
+        if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, found {self.objective!r}")
         if kind == "TriangleMesh" and self.objective != "dsm":
             raise ValueError(f"objective={self.objective!r} is not available on a TriangleMesh (the "
@@ -330,21 +327,21 @@ class NeuralScoreModel(BaseEstimator):
         _check_real(self.t_min, "t_min", allow_none=True)
         _check_real(self.t_max, "t_max", allow_none=True)
         if isinstance(self.hidden, (str, bytes)) or not hasattr(self.hidden, "__iter__"):
-            raise ValueError(f"hidden must be a sequence of positive ints, found {self.hidden!r}")
-        hidden = tuple(_check_int(h, "hidden", 1) for h in self.hidden)
+            raise TypeError(f"hidden must be a sequence of positive ints, found {self.hidden!r}")
+        hidden = tuple(check_positive_int(h, "hidden", minimum=1) for h in self.hidden)
         if not hidden:
             raise ValueError("hidden must hold at least one width, found ()")
-        _check_int(self.n_frequencies, "n_frequencies", 0)
-        _check_int(self.n_steps, "n_steps", 0)
-        _check_int(self.batch_size, "batch_size", 1)
+        check_positive_int(self.n_frequencies, "n_frequencies", minimum=0)
+        check_positive_int(self.n_steps, "n_steps", minimum=0)
+        check_positive_int(self.batch_size, "batch_size", minimum=1)
         _check_real(self.lr, "lr")
         _check_dtype(self.dtype)
         if self.device is not None:
             _check_device(self.device)
         if not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True or False, found {self.progress!r}")
+            raise TypeError(f"progress must be True or False, found {self.progress!r}")
         if self.n_times is not None:
-            _check_int(self.n_times, "n_times", 2)
+            check_positive_int(self.n_times, "n_times", minimum=2)
         return hidden
 
     def fit(self, X, callback=None):
