@@ -19,11 +19,17 @@ def _unit(x):
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _ones(k, dtype, device):
+    """A cached (k,) vector of ones (read only)."""
+    return torch.ones(k, dtype=dtype, device=device)
+
+
 def _rowdot(a, b):
     """(…,) inner products over the last axis, as a product with a vector of ones (torch's sum
     over a short last axis, as for (n, 3) rows, is several times slower)."""
     prod = a * b
-    return prod @ prod.new_ones(prod.shape[-1])
+    return prod @ _ones(prod.shape[-1], prod.dtype, prod.device)
 
 
 def _tangent_part(x, v):

@@ -107,11 +107,12 @@ def tangent_frame(m, x):
 def standard_normal(gen, shape, device=None):
     """``shape`` i.i.d. N(0, 1) draws from ``gen`` in float32: the noise of the random walks.
 
-    torch's float32 normal generator (vectorised Box–Muller on 24-bit uniforms) is 4–8× faster on
-    the CPU than its float64 one, and the draw is most of a walk's step on S^d and R^d. The walks
-    add these draws to their float64 iterates (the sum is float64). Their rounding (relative
-    2^-24) and their tail cut at √(48 ln 2) ≈ 5.77 (probability 8e-9 per draw) are far below a
-    walk's O(h) discretisation error. Drawn on the generator's device, moved to ``device``.
+    torch's float32 normal generator (on the CPU, for 16 draws or more, vectorised Box–Muller on
+    24-bit uniforms) is 4–8× faster than its float64 one, and the draw is most of a walk's step
+    on S^d and R^d. The walks add these draws to their float64 iterates (the sum is float64).
+    Their rounding (relative 2^-24) and their tail cut at √(48 ln 2) ≈ 5.77 (probability 8e-9 per
+    draw) are far below a walk's O(h) discretisation error. Drawn on the generator's device,
+    moved to ``device``.
     """
     out = torch.empty(shape, dtype=torch.float32, device=gen.device).normal_(generator=gen)
     return out if device is None else out.to(device)
