@@ -1,8 +1,9 @@
 """Reverse-SDE geodesic random walk: heatscore's ``reverse_sde`` vs the same walk on geomstats.
 
-    python benchmarks/bench_samplers.py [--n 10000] [--steps 100] [--repeats 5]
-                                        [--geomstats-repeats 3] [--so3-geomstats-repeats 1]
-                                        [--only S2 T2 SO3 R64 mesh] [--clock wall|process]
+    python benchmarks/bench_samplers.py [--n 10000] [--steps 100] [--repeats 7]
+                                        [--so3-repeats 1] [--mesh-repeats 1]
+                                        [--loop-particles 100] [--only S2 T2 SO3 R64 mesh]
+                                        [--clock wall|process]
 
 Both sides run the same reverse-time step on the same batch of particles,
 
@@ -12,20 +13,28 @@ for ``--steps`` uniform steps from T = 1 to 0, with the same cheap closed-form s
 tangent field, so the timing is the sampler's): s = κ P_y(a) on S² (von Mises–Fisher), the
 von Mises field −κ sin(θ − μ) on T² (κ P_y(a) on geomstats' product of circles), the matrix
 Fisher score 2κ R skew(RᵀA) on SO(3), s = −y/σ² on R^64 (with the OU drift b = −y), and
-κ P_y(a) on a mesh (icosphere(4), 2562 vertices; geomstats has no mesh, so no ratio there).
+κ P_y(a) on a mesh (icosphere(4), 2562 vertices; geomstats has no mesh).
 heatscore's figure is the public ``reverse_sde`` (input validation and the per-step score
-checks included), torch float64 on the CPU; the baseline is a numpy loop over geomstats'
-``metric.exp`` and ``to_tangent`` (numpy backend), its noise projected ambient Gaussians
-(scaled on SO(3) so both draw ω ~ N(0, I₃)). Samples per second = n / (time of one run: wall
-time, or with ``--clock process`` this process's CPU time). Timings are medians over repeats
-after one untimed warm-up; both sides single-threaded unless OMP_NUM_THREADS is set. The last
-column compares a statistic of the two outputs (the mean of the first ambient coordinate) in
-standard errors, as a check that both run the same walk.
+checks included), torch float64 on the CPU (on S², T² and R^64 its noise is drawn in float32
+and added to the float64 step, see ``standard_normal``; on SO(3) and the mesh in float64); the
+baseline is a numpy loop over geomstats' ``metric.exp`` and ``to_tangent`` (numpy backend), its
+noise projected ambient Gaussians (scaled on SO(3) so both draw ω ~ N(0, I₃)), drawn as numpy's
+float64 ``standard_normal`` and, in a second column, as numpy's float32 one (the same precision as
+ours). Samples per second = n / (time of one run: wall time, or with ``--clock process`` this
+process's CPU time). The sides' runs alternate (ours, geomstats, geomstats float32, ours, …), so
+a machine whose speed drifts affects both alike; timings are medians over repeats after one
+untimed warm-up; both sides single-threaded unless OMP_NUM_THREADS is set. The secondary
+baseline is a per-particle Python loop (``--loop-particles`` of the particles, one at a time, its
+samples/s per particle): the geomstats walk on a batch of one, and on the mesh potpourri3d's
+``GeodesicTracer`` (see ``per_particle_mesh_walk``). The last column
+compares a statistic of the two outputs (the mean of the first ambient coordinate) in standard
+errors, as a check that both run the same walk.
 
 A second table splits each step (ms per step, medians) into the parts neither side can skip:
-the noise (ours: the draw our walk makes, Box–Muller on ``torch.rand`` for S^d and R^d; the
-baseline's: numpy's ziggurat ``standard_normal``), the score call and the exponential map (ours:
-the one our walk applies, ``exp_unit`` on S^d, ``m._exp`` elsewhere; geomstats: ``metric.exp``),
+the noise (ours: the draw our walk makes, ``standard_normal`` in float32 on S^d, T^d and R^d; the
+baseline's: numpy's float64 ziggurat ``standard_normal``), the score call and the exponential map (ours:
+the one our walk applies, ``exp_unit`` on S^d, ``m._exp`` elsewhere; geomstats: ``metric.exp``;
+ours on S² on column-major points, the walk's layout),
 and bounds on the ratio: the baseline's step over
 (a) our noise alone (the ratio if the rest of our step were free), (b) numpy's noise alone (a
 walk whose only cost is drawing its normals as fast as the baseline does), (c) numpy's noise +
@@ -48,7 +57,7 @@ from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh  # n
 from heatscore.manifolds._mesh_geometry import icosphere  # noqa: E402
 from heatscore.manifolds.sphere import exp_unit  # noqa: E402
 from heatscore.samplers import reverse_sde, time_grid  # noqa: E402
-from heatscore.samplers._process import gaussian  # noqa: E402
+from heatscore.samplers._process import standard_normal  # noqa: E402
 
 KAPPA = 4.0
 SIGMA = 0.5
@@ -71,6 +80,19 @@ def median_time(fn, repeats):
         result = fn()
         times.append(clock() - start)
     return statistics.median(times), result
+
+
+def alternating_medians(fns, repeats):
+    """Median time of each of ``fns`` over ``repeats`` rounds that call them in turn (after one
+    warm-up round), so a drifting machine speed hits them alike; returns (seconds, results)."""
+    results = [fn() for fn in fns]
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = clock()
+            results[i] = fn()
+            times[i].append(clock() - start)
+    return [statistics.median(t) for t in times], results
 
 
 def cases():
@@ -107,13 +129,14 @@ def cases():
     return out
 
 
-def geomstats_walk(space, score_np, p0, times, noise_scale, euclidean_drift, seed):
-    """The same reverse step with geomstats' exp and to_tangent (numpy backend)."""
+def geomstats_walk(space, score_np, p0, times, noise_scale, euclidean_drift, seed, noise_dtype=np.float64):
+    """The same reverse step with geomstats' exp and to_tangent (numpy backend), normals drawn
+    in ``noise_dtype``."""
     rng = np.random.default_rng(seed)
     p = p0
     for t, t_next in zip(times[:-1], times[1:]):
         h = t - t_next
-        xi = noise_scale * space.to_tangent(rng.standard_normal(p.shape), p)
+        xi = noise_scale * space.to_tangent(rng.standard_normal(p.shape, dtype=noise_dtype), p)
         step = 2 * h * score_np(p) + math.sqrt(2 * h) * xi
         if euclidean_drift:
             step = step + h * p
@@ -121,11 +144,67 @@ def geomstats_walk(space, score_np, p0, times, noise_scale, euclidean_drift, see
     return p
 
 
+def per_particle_walk(space, score_np, p0, times, noise_scale, euclidean_drift, seed):
+    """The geomstats walk run one particle at a time (a Python loop over particles)."""
+    return np.concatenate([geomstats_walk(space, score_np, p0[i:i + 1], times, noise_scale,
+                                          euclidean_drift, seed + i) for i in range(p0.shape[0])])
+
+
+class FaceLocator:
+    """A point on the mesh → (face, barycentric) by a KD-tree over face centroids: of the 8
+    nearest faces, the one whose barycentric coordinates of the point's projection have the
+    largest minimum (what a user of potpourri3d's tracer, which returns only a polyline, writes
+    to continue from its end point)."""
+
+    def __init__(self, V, F):
+        from scipy.spatial import cKDTree
+        self.V, self.F = V, F
+        self.tree = cKDTree(V[F].mean(axis=1))
+
+    def __call__(self, p):
+        best = None
+        for f in self.tree.query(p, k=8)[1]:
+            A, B, C = self.V[self.F[f]]
+            e0, e1, q = B - A, C - A, p - A
+            d00, d01, d11, d20, d21 = e0 @ e0, e0 @ e1, e1 @ e1, q @ e0, q @ e1
+            den = d00 * d11 - d01 * d01
+            b1, b2 = (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
+            bary = np.array([1.0 - b1 - b2, b1, b2])
+            if best is None or bary.min() > best[1].min():
+                best = (int(f), bary)
+        return best
+
+
+def per_particle_mesh_walk(tracer, locate, normals, a, x0, times, seed):
+    """The mesh walk one particle at a time on potpourri3d's ``GeodesicTracer``: the step
+    2h κ P(a) + √(2h) P ξ (P the face plane's projection, ξ ~ N(0, I₃)) traced from the
+    particle's (face, barycentric), the end point of the returned polyline located again
+    (:class:`FaceLocator`) for the next step."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for x in x0:
+        f, b = locate(x)
+        end = x
+        for t, t_next in zip(times[:-1], times[1:]):
+            h = t - t_next
+            n = normals[f]
+            v = 2 * h * KAPPA * a + math.sqrt(2 * h) * rng.standard_normal(3)
+            end = tracer.trace_geodesic_from_face(f, b, v - (v @ n) * n)[-1]
+            f, b = locate(end)
+        out.append(end)
+    return np.array(out)
+
+
 def our_noise(m):
     """The per-step noise draw of heatscore's walk on ``m``: ``(points, generator) -> tensor``."""
-    if isinstance(m, (Euclidean, Sphere)):
-        return lambda y, gen: gaussian(gen, y.shape, 1.0, dtype=y.dtype)
+    if isinstance(m, (Euclidean, Sphere, Torus)):
+        return lambda y, gen: standard_normal(gen, y.shape)
     return lambda y, gen: m._random_tangent_normal(y, gen)
+
+
+def walk_layout(x):
+    """``x`` stored column-major, as the sphere walk keeps its iterates (see ``_column_major_unit``)."""
+    return x.T.contiguous().T
 
 
 def our_exp(m):
@@ -145,11 +224,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="particles")
     parser.add_argument("--steps", type=int, default=100, help="reverse steps")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats for heatscore")
-    parser.add_argument("--geomstats-repeats", type=int, default=3, help="timed repeats for geomstats")
-    parser.add_argument("--so3-geomstats-repeats", type=int, default=1,
-                        help="timed repeats for geomstats on SO(3) (its matrix exponential is slow)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds (each side once per round)")
+    parser.add_argument("--so3-repeats", type=int, default=1,
+                        help="timed rounds on SO(3) (geomstats' matrix exponential is slow)")
     parser.add_argument("--mesh-repeats", type=int, default=1, help="timed repeats on the mesh")
+    parser.add_argument("--loop-particles", type=int, default=100,
+                        help="particles of the per-particle loop (its samples/s is per particle)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=sorted(KEYS), default=sorted(KEYS),
                         help="the manifolds to run (default: all)")
@@ -165,30 +245,45 @@ def main():
           f"torch threads = {torch.get_num_threads()}, OMP_NUM_THREADS = {os.environ['OMP_NUM_THREADS']}, "
           f"clock = {args.clock}, load average = {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
-    print("| manifold | heatscore (samples/s) | geomstats walk (samples/s) | ratio | repeats (ours/gs) "
-          "| same walk (|Δ mean| / SE) |")
-    print("|---|---|---|---|---|---|")
+    print("| manifold | heatscore (samples/s) | geomstats walk (samples/s) | ratio "
+          "| geomstats walk, float32 normals (samples/s) | ratio | per-particle loop (samples/s) | ratio "
+          "| rounds | same walk (|Δ mean| / SE) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     breakdown = []
     wanted = {KEYS[key] for key in args.only}
     for name, m, score, space, score_np, noise_scale in cases():
         if name not in wanted:
             continue
         x0 = m.sample_stationary(args.n, rng=args.seed)
-        repeats = args.mesh_repeats if space is None else args.repeats
-        ours, y = median_time(lambda: reverse_sde(m, score, x0, times, rng=args.seed + 1), repeats)
-        ours_rate = args.n / ours
-        if space is None:
-            print(f"| {name} | {ours_rate:,.0f} | — | — | {repeats}/— | — |")
+
+        def ours():
+            return reverse_sde(m, score, x0, times, rng=args.seed + 1)
+        if space is None:                    # the mesh: potpourri3d's tracer, one particle at a time
+            import potpourri3d as pp3d
+            V, F = m.vertices.numpy(), m.faces.numpy()
+            normals = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
+            normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+            tracer, a3 = pp3d.GeodesicTracer(V, F), np.array([0.3, -0.5, 0.8])
+            seconds, y = median_time(ours, args.mesh_repeats)
+            loop, _ = median_time(lambda: per_particle_mesh_walk(
+                tracer, FaceLocator(V, F), normals, a3, x0[:args.loop_particles].numpy(), times_list,
+                args.seed + 3), 1)
+            loop_rate = args.loop_particles / loop
+            print(f"| {name} | {args.n / seconds:,.0f} | — | — | — | — | {loop_rate:,.0f} "
+                  f"| {args.n / seconds / loop_rate:,.0f}× | {args.mesh_repeats} | — |")
             continue
-        if isinstance(m, Torus):
-            p0 = m.to_geomstats_points(x0)
-        else:
-            p0 = x0.numpy()
-        gs_repeats = args.so3_geomstats_repeats if isinstance(m, SO3) else args.geomstats_repeats
-        theirs, p = median_time(lambda: geomstats_walk(space, score_np, p0, times_list, noise_scale,
-                                                       isinstance(m, Euclidean), args.seed + 2),
-                                gs_repeats)
-        theirs_rate = args.n / theirs
+        p0 = m.to_geomstats_points(x0) if isinstance(m, Torus) else x0.numpy()
+        rounds = args.so3_repeats if isinstance(m, SO3) else args.repeats
+
+        def theirs(dtype):
+            return lambda: geomstats_walk(space, score_np, p0, times_list, noise_scale,
+                                          isinstance(m, Euclidean), args.seed + 2, dtype)
+        (t_ours, t_gs, t_gs32), (y, p, _) = alternating_medians(
+            [ours, theirs(np.float64), theirs(np.float32)], rounds)
+        loop, _ = median_time(lambda: per_particle_walk(space, score_np, p0[:args.loop_particles],
+                                                        times_list, noise_scale, isinstance(m, Euclidean),
+                                                        args.seed + 3), 1)
+        loop_rate = args.loop_particles / loop
         ours_pts = y.reshape(args.n, -1).numpy()
         theirs_pts = (m.from_geomstats_points(p).numpy() if isinstance(m, Torus) else p).reshape(args.n, -1)
         if isinstance(m, Torus):                                  # compare cos θ₁ (angles wrap)
@@ -197,18 +292,20 @@ def main():
             ours_stat, theirs_stat = ours_pts[:, 0], theirs_pts[:, 0]
         se = math.sqrt((ours_stat.var() + theirs_stat.var()) / args.n)
         z = abs(ours_stat.mean() - theirs_stat.mean()) / se
-        print(f"| {name} | {ours_rate:,.0f} | {theirs_rate:,.0f} | {ours_rate / theirs_rate:.1f}× "
-              f"| {repeats}/{gs_repeats} | {z:.1f} |")
+        print(f"| {name} | {args.n / t_ours:,.0f} | {args.n / t_gs:,.0f} | {t_gs / t_ours:.1f}× "
+              f"| {args.n / t_gs32:,.0f} | {t_gs32 / t_ours:.1f}× | {loop_rate:,.0f} "
+              f"| {args.n / t_ours / loop_rate:,.0f}× | {rounds} | {z:.1f} |")
         gen, rng = torch.Generator().manual_seed(args.seed), np.random.default_rng(args.seed)
         draw, exp = our_noise(m), our_exp(m)
         scale = math.sqrt(2 * (times_list[0] - times_list[1]))             # a typical step's length
         v0 = scale * m._random_tangent_normal(x0, gen)
+        xw, vw = (walk_layout(x0), walk_layout(v0)) if isinstance(m, Sphere) else (x0, v0)
         v0_np = scale * noise_scale * space.to_tangent(rng.standard_normal(p0.shape), p0)
-        parts = [per_step(fn, args.steps, gs_repeats) for fn in (
+        parts = [per_step(fn, args.steps, rounds) for fn in (
             lambda k: draw(x0, gen), lambda k: rng.standard_normal(p0.shape),
-            lambda k: score(x0, times_list[k]), lambda k: score_np(p0),
-            lambda k: exp(x0, v0), lambda k: space.metric.exp(v0_np, p0))]
-        breakdown.append((name, 1e3 * ours / args.steps, 1e3 * theirs / args.steps, *parts))
+            lambda k: score(xw, times_list[k]), lambda k: score_np(p0),
+            lambda k: exp(xw, vw), lambda k: space.metric.exp(v0_np, p0))]
+        breakdown.append((name, 1e3 * t_ours / args.steps, 1e3 * t_gs / args.steps, *parts))
     if not breakdown:
         return
     print()
