@@ -40,8 +40,8 @@ def _tangent_part(x, v):
 def exp_unit(x, v):
     """exp_x(v) = cos r x + (sin r / r) w for unit rows ``x``, w = v − d x, d = x·v, r = |w|.
 
-    Evaluated as a x + b v with b = sin r / r and a = cos r − b d, and r² = |v|² − d²: per-row
-    scalars and two full-width products (cheaper than forming w; cos r and sin r / r depend
+    Evaluated as a x + b v with b = sin r / r, a = cos r − b d and r² = |v|² − d²: per-row
+    scalars and four full-width operations, no tangent vector formed (cos r and sin r / r depend
     smoothly on r², so the cancellation in |v|² − d² costs only an absolute ε|v|² in r²).
     r = √max(r², tiny): sin r / r is exactly 1 there and the gradient stays finite at r = 0.
     """
