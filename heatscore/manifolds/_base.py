@@ -5,6 +5,8 @@ vectors are ambient arrays of shape ``(n, *ambient_shape)``. Distances and maps 
 (row i of x with row i of y; a leading dimension of 1 broadcasts).
 """
 
+import functools
+
 import torch
 
 from heatscore._validation import (
@@ -31,6 +33,23 @@ def broadcast_rows(x, y, xname="x", yname="y"):
         return x, y.expand((nx,) + tuple(y.shape[1:]))
     raise ValueError(f"{xname} and {yname} must have the same number of rows (or one row), "
                      f"found {nx} and {ny}")
+
+
+@functools.lru_cache(maxsize=16)
+def _ones(k, dtype, device):
+    """A cached (k,) vector of ones (read only)."""
+    return torch.ones(k, dtype=dtype, device=device)
+
+
+def rowsum(a):
+    """(…,) sums over the last axis, as a product with a vector of ones (torch's sum over a
+    short last axis, as for (n, 3) rows, is several times slower on the CPU)."""
+    return a @ _ones(a.shape[-1], a.dtype, a.device)
+
+
+def rowdot(a, b):
+    """(…,) inner products over the last axis (see :func:`rowsum`)."""
+    return rowsum(a * b)
 
 
 def rows_per_chunk(n_cols, entries_per_pair=1, budget=MAX_CHUNK_ENTRIES):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from heatscore._errors import TruncationWarning
+from heatscore.manifolds._base import rowdot, rowsum
 
 #: Trace steps allowed per (longest length / smallest face altitude), plus a constant: a
 #: geodesic crosses at most about one face per altitude travelled, and turning around a vertex
@@ -47,6 +48,20 @@ CHORD_CERT_EDGES = 0.1
 MAP_CACHE_ENTRIES = 2**23
 
 
+def _corner_map(F, neighbour):
+    """(nf·3, 3) long: row 3f + k maps the corners of g = neighbour[f, k] to corners of f,
+    the corner of f holding the same vertex, or k for g's corner opposite the shared edge
+    (where the crossing's barycentric coordinate b_k is 0), so b_g = b_f[row]."""
+    F = np.asarray(F)
+    out = np.empty((len(F), 3, 3), dtype=np.int64)
+    for k in range(3):
+        g = np.maximum(np.asarray(neighbour)[:, k], 0)        # boundary edges: never crossed
+        for m in range(3):
+            match = F == F[g, m][:, None]                     # (nf, 3): f's corners with that vertex
+            out[:, k, m] = np.where(match.any(axis=1), match.argmax(axis=1), k)
+    return out.reshape(-1, 3)
+
+
 class TraceTables:
     """Torch copies of the per-face tables the tracer needs, on one device (float64)."""
 
@@ -61,6 +76,7 @@ class TraceTables:
         self.outward = torch.as_tensor(-grad_bary / gnorm, **as64)
         self.neighbour = torch.as_tensor(neighbour, dtype=torch.long, device=device)
         self.neighbour_corner = torch.as_tensor(neighbour_corner, dtype=torch.long, device=device)
+        self.corner_map = torch.as_tensor(_corner_map(F, neighbour), dtype=torch.long, device=device)
         P = V[F]
         t1 = P[:, 1] - P[:, 0]
         t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
@@ -73,8 +89,8 @@ class TraceTables:
 
     def project(self, faces, v):
         """Component of ``v`` (n, 3) in the plane of ``faces``."""
-        n = self.normals[faces]
-        return v - (v * n).sum(dim=1, keepdim=True) * n
+        n = self.normals.index_select(0, faces)
+        return torch.addcmul(v, n, rowdot(v, n).unsqueeze(1), value=-1.0)
 
 
 def trace_geodesics(tables, faces, bary, v, carry=None):
@@ -101,47 +117,48 @@ def trace_geodesics(tables, faces, bary, v, carry=None):
     entry = torch.full_like(f, -1)
     corner_ids = torch.arange(3, device=f.device)
     max_steps = TRACE_MIN_STEPS + int(TRACE_STEPS_PER_ALTITUDE * float(left.max()) / tables.min_altitude)
+    neighbour, neighbour_corner = tables.neighbour.view(-1), tables.neighbour_corner.view(-1)
+    outward = tables.outward.view(-1, 3)                      # row 3f + k: face f's edge k
     for _ in range(max_steps):
-        db = torch.einsum("nij,nj->ni", tables.grad_bary[f], u)
+        db = rowdot(tables.grad_bary.index_select(0, f), u[:, None, :])   # ∇b_i · u (n, 3)
         leaving = (db < 0) & (corner_ids[None, :] != entry[:, None])
-        s = torch.where(leaving, b / torch.where(leaving, -db, torch.ones_like(db)),
-                        torch.full_like(db, float("inf")))
+        s = b.div(db.neg()).masked_fill_(~leaving, float("inf"))  # exit parameter per edge
         k = s.argmin(dim=1)                                   # (min(dim=...) is slow on CPU)
         s_exit = s.gather(1, k[:, None]).squeeze(1)
         ends = s_exit >= left
-        g = tables.neighbour[f, k]
+        fk = 3 * f + k                                        # flat (face, edge) index
+        g = neighbour.index_select(0, fk)
         stops = ~ends & (g < 0)                               # boundary edge: stop on it
         step = torch.where(ends, left, s_exit)
-        b = b + step[:, None] * db
-        b = torch.where((~ends & ~stops)[:, None] & (corner_ids[None, :] == k[:, None]),
-                        torch.zeros_like(b), b)
-        b = torch.clamp(b, min=0.0)
-        b = b / b.sum(dim=1, keepdim=True)
+        b = torch.addcmul(b, step[:, None], db)
+        b.masked_fill_((~ends & ~stops)[:, None] & (corner_ids[None, :] == k[:, None]), 0.0)
+        b.clamp_(min=0.0)
+        b = b / rowsum(b).unsqueeze(1)
         finished = ends | stops
-        if bool(finished.any()):
-            idx = todo[finished]
-            faces[idx], bary[idx] = f[finished], b[finished]
+        done = torch.nonzero(finished).flatten()
+        if done.numel():
+            idx = todo.index_select(0, done)
+            faces[idx], bary[idx] = f.index_select(0, done), b.index_select(0, done)
             if carry is not None:
-                carry[idx] = c[finished]
-        go = ~finished
-        if not bool(go.any()):
+                carry[idx] = c.index_select(0, done)
+        if done.numel() == finished.numel():
             break
-        todo, f, b, k, g = todo[go], f[go], b[go], k[go], g[go]
-        u, left = u[go], left[go] - s_exit[go]
-        j = tables.neighbour_corner[f, k]
-        w_f = tables.outward[f, k]
-        w_sum = w_f + tables.outward[g, j]
-        u = u - (u * w_f).sum(dim=1, keepdim=True) * w_sum
+        keep = torch.nonzero(~finished).flatten()
+        todo, f, b, g, fk = (a.index_select(0, keep) for a in (todo, f, b, g, fk))
+        u, left = u.index_select(0, keep), (left - s_exit).index_select(0, keep)
+        j = neighbour_corner.index_select(0, fk)
+        w_f = outward.index_select(0, fk)
+        w_sum = w_f + outward.index_select(0, 3 * g + j)
+        u = torch.addcmul(u, w_sum, rowdot(u, w_f).unsqueeze(1), value=-1.0)
         u = tables.project(g, u)
-        u = u / torch.linalg.norm(u, dim=1, keepdim=True)
+        u = u / rowdot(u, u).sqrt_().unsqueeze(1)
         if carry is not None:
-            c = c[go]
+            c = c.index_select(0, keep)
             c = c - (c * w_f[:, None, :]).sum(dim=2, keepdim=True) * w_sum[:, None, :]
             n_g = tables.normals[g][:, None, :]
             c = c - (c * n_g).sum(dim=2, keepdim=True) * n_g
         # Barycentric coordinates in g: match the shared vertices.
-        same = tables.F[g][:, :, None] == tables.F[f][:, None, :]   # (n, 3 in g, 3 in f)
-        b = torch.einsum("nmi,ni->nm", same.to(b.dtype), b)
+        b = b.gather(1, tables.corner_map.index_select(0, fk))
         f, entry = g, j
     else:
         warnings.warn(f"{todo.numel()} geodesics did not finish in {max_steps} face crossings; "

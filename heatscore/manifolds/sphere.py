@@ -11,7 +11,7 @@ import math
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
-from heatscore.manifolds._base import Eigenpairs, Manifold, rows_per_chunk
+from heatscore.manifolds._base import Eigenpairs, Manifold, rowdot, rows_per_chunk
 
 
 def _unit(x):
@@ -19,22 +19,9 @@ def _unit(x):
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
 
-@functools.lru_cache(maxsize=16)
-def _ones(k, dtype, device):
-    """A cached (k,) vector of ones (read only)."""
-    return torch.ones(k, dtype=dtype, device=device)
-
-
-def _rowdot(a, b):
-    """(…,) inner products over the last axis, as a product with a vector of ones (torch's sum
-    over a short last axis, as for (n, 3) rows, is several times slower)."""
-    prod = a * b
-    return prod @ _ones(prod.shape[-1], prod.dtype, prod.device)
-
-
 def _tangent_part(x, v):
     """v − (x·v) x for unit ``x``: the component of ``v`` orthogonal to ``x``."""
-    return torch.addcmul(v, x, _rowdot(x, v).unsqueeze(-1), value=-1.0)
+    return torch.addcmul(v, x, rowdot(x, v).unsqueeze(-1), value=-1.0)
 
 
 def exp_unit(x, v):
@@ -45,8 +32,8 @@ def exp_unit(x, v):
     smoothly on r², so the cancellation in |v|² − d² costs only an absolute ε|v|² in r²).
     r = √max(r², tiny): sin r / r is exactly 1 there and the gradient stays finite at r = 0.
     """
-    d = _rowdot(x, v)
-    r = torch.addcmul(_rowdot(v, v), d, d, value=-1.0).clamp_min(torch.finfo(d.dtype).tiny).sqrt_()
+    d = rowdot(x, v)
+    r = torch.addcmul(rowdot(v, v), d, d, value=-1.0).clamp_min(torch.finfo(d.dtype).tiny).sqrt_()
     b = torch.sin(r).div_(r)
     a = torch.cos(r).addcmul_(b, d, value=-1.0)
     return torch.addcmul(x * a.unsqueeze(-1), v, b.unsqueeze(-1))
@@ -89,7 +76,7 @@ class Sphere(Manifold):
 
     def _proj(self, x, v):
         """v − ((x·v)/(x·x)) x: the tangent part of ``v`` at the direction of ``x``."""
-        return torch.addcmul(v, x, _rowdot(x, v).div_(_rowdot(x, x)).unsqueeze(-1), value=-1.0)
+        return torch.addcmul(v, x, rowdot(x, v).div_(rowdot(x, x)).unsqueeze(-1), value=-1.0)
 
     def _exp(self, x, v):
         """exp_x(v) = cos|w| x + sin|w| w/|w| on the tangent part w of ``v`` (see :func:`exp_unit`)."""

@@ -6,7 +6,8 @@ import numbers
 import torch
 
 from heatscore._validation import as_generator, check_positive_int
-from heatscore.manifolds.sphere import _rowdot, exp_unit
+from heatscore.manifolds._base import rowdot
+from heatscore.manifolds.sphere import exp_unit
 from heatscore.samplers._grid import check_times
 from heatscore.samplers._process import call_score, process_of, standard_normal
 from heatscore.samplers._progress import ProgressBar
@@ -120,7 +121,7 @@ def _column_major_unit(y):
     2–4× faster on the CPU than along (n, 3) rows; elementwise results keep the layout.
     """
     out = torch.empty(y.shape[::-1], dtype=y.dtype, device=y.device).T
-    return torch.div(y, _rowdot(y, y).sqrt_().unsqueeze(1), out=out)
+    return torch.div(y, rowdot(y, y).sqrt_().unsqueeze(1), out=out)
 
 
 def _walk_step(m, process, y):
