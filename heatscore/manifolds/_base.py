@@ -209,7 +209,7 @@ class Manifold:
         return torch.sqrt(torch.clamp(self._inner(x, v, v), min=0.0))
 
     def _inner(self, x, u, v):
-        return (u * v).reshape(u.shape[0], -1).sum(dim=1)
+        return rowsum((u * v).reshape(u.shape[0], -1))
 
     def dist(self, x, y):
         """(n,) geodesic distance, row-paired."""

@@ -173,10 +173,20 @@ def _walk_step(m, process, y):
     return geodesic
 
 
+def _tangent_noise(m, y, gen):
+    """ξ ~ N(0, I) in T_yM: on S^d, T^d and R^d the projection of :func:`standard_normal`'s
+    ambient draws (as the walk's), elsewhere ``m._random_tangent_normal``."""
+    from heatscore.manifolds import Euclidean, Sphere, Torus
+
+    if isinstance(m, (Euclidean, Sphere, Torus)):
+        return m._proj(y, standard_normal(gen, y.shape, device=y.device).to(y.dtype))
+    return m._random_tangent_normal(y, gen)
+
+
 def _langevin(m, score_fn, y, t, snr, diffusion, gen):
     """One corrector step exp_y(εD s_t + √(2εD) ξ) (skipped when every score vanishes)."""
     score = call_score(score_fn, m, y, t)
-    noise = m._random_tangent_normal(y, gen)
+    noise = _tangent_noise(m, y, gen)
     eps = langevin_step_size(m, y, score, noise, snr, diffusion)
     if eps == 0.0:
         return y
