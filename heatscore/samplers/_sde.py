@@ -126,7 +126,7 @@ def _column_major_unit(y):
 class _SphereStep:
     """The sphere walk's step, y_next = exp_y(v) with v = 2Dh s + √(2Dh) ξ, ξ ~ N(0, I_{d+1}),
     in ``sphere.exp_unit``'s coefficient form a y + b v, computed in place on buffers reused from
-    step to step (the walk is never differentiated; 15% faster than fresh tensors on the CPU).
+    step to step (the walk is never differentiated; ~10% faster than fresh tensors on the CPU).
 
     Iterates are unit and column-major (:func:`_column_major_unit` at the first step and every
     ``_SPHERE_RENORMALISE_EVERY`` steps); ξ is :func:`standard_normal`'s float32 draw of shape
