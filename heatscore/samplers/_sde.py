@@ -1,5 +1,6 @@
 """Reverse-time SDE: geodesic random walk with an optional Langevin corrector."""
 
+import bisect
 import math
 import numbers
 
@@ -8,7 +9,7 @@ import torch
 from heatscore._validation import as_generator, check_positive_int
 from heatscore.manifolds._base import rowdot
 from heatscore.samplers._grid import check_times
-from heatscore.samplers._process import call_score, process_of, standard_normal
+from heatscore.samplers._process import NoiseBuffer, call_score, process_of, standard_normal
 from heatscore.samplers._progress import ProgressBar
 
 
@@ -123,12 +124,26 @@ def _column_major_unit(y):
     return torch.div(y, rowdot(y, y).sqrt_().unsqueeze(1), out=out)
 
 
+#: Horner degrees of the sphere step: K terms of cos r = Σ_k (−1)^k r^{2k}/(2k)! and
+#: sin r / r = Σ_k (−1)^k r^{2k}/(2k+1)! reach double precision (first omitted term, a bound on
+#: the error of these alternating series, below 2^-56) for r² ≤ ``_HORNER_MAX_R2[K]``.
+_HORNER_DEGREE = 12
+_HORNER_MAX_R2 = [(2.0 ** -56 * math.factorial(2 * k + 2)) ** (1 / (k + 1))
+                  for k in range(_HORNER_DEGREE + 1)]
+
+
 class _SphereStep:
     """The sphere walk's step, y_next = exp_y(v) with v = 2Dh s + √(2Dh) ξ, ξ ~ N(0, I_{d+1}),
-    in ``sphere.exp_unit``'s coefficient form a y + b v, computed in place on buffers reused from
-    step to step (the walk is never differentiated; ~10% faster than fresh tensors on the CPU).
+    computed in place on buffers reused from step to step (the walk is never differentiated).
 
-    Iterates are unit and column-major (:func:`_column_major_unit` at the first step and every
+    With c = 2Dh, v = √c w for w = ξ + √c s, and ``sphere.exp_unit``'s coefficient form reads
+
+        y_next = (cos r − √c β d) y + √c β w,   β = sin r / r,  d = y·w,  r² = c(|w|² − d²).
+
+    cos r and β are evaluated together as polynomials in r² (Horner, degree from the batch's
+    largest r², see ``_HORNER_MAX_R2``; up to r = 2.37, e.g. steps h ≤ 0.1 of 10^4 particles
+    on S²), which needs no square root, sine or cosine; longer steps use sin and cos. Iterates are unit and
+    column-major (:func:`_column_major_unit` at the first step and every
     ``_SPHERE_RENORMALISE_EVERY`` steps); ξ is :func:`standard_normal`'s float32 draw of shape
     (d+1, n), transposed.
     """
@@ -139,27 +154,48 @@ class _SphereStep:
         def buffer(*shape):
             return torch.empty(shape, dtype=y.dtype, device=y.device)
         self.diffusion = diffusion
-        self.noise = None
-        self.v, self.prod = buffer(k, n).T, buffer(k, n).T
-        self.d, self.q, self.a, self.b = buffer(n), buffer(n), buffer(n), buffer(n)
+        self.noise = NoiseBuffer((k, n))
+        self.w, self.prod = buffer(k, n).T, buffer(k, n).T
+        self.d, self.r2, self.cos_sinc = buffer(n), buffer(n), buffer(2, n)
         self.ones = torch.ones(k, dtype=y.dtype, device=y.device)
-        self.tiny = torch.finfo(y.dtype).tiny
+        terms = range(_HORNER_DEGREE + 1)
+        coef = torch.tensor([[(-1) ** j / math.factorial(2 * j) for j in terms],
+                             [(-1) ** j / math.factorial(2 * j + 1) for j in terms]],
+                            dtype=y.dtype, device=y.device)
+        self.coef = [coef[:, j:j + 1].clone() for j in terms]    # (2, 1): cos r's, sin r / r's
+
+    def _cos_sinc(self, r2):
+        """(2, n): cos r and sin r / r from r² (overwritten)."""
+        out = self.cos_sinc
+        largest = float(r2.max())
+        if not largest <= _HORNER_MAX_R2[-1]:                # also NaN (overflowing scores)
+            r = r2.clamp_min_(torch.finfo(r2.dtype).tiny).sqrt_()
+            torch.cos(r, out=out[0])
+            torch.sin(r, out=out[1]).div_(r)
+            return out
+        degree = bisect.bisect_left(_HORNER_MAX_R2, largest)
+        if degree == 0:
+            out.copy_(self.coef[0].expand_as(out))
+        else:
+            torch.addcmul(self.coef[degree - 1], self.coef[degree], r2, out=out)
+            for j in range(degree - 2, -1, -1):
+                torch.addcmul(self.coef[j], out, r2, out=out)
+        return out
 
     def __call__(self, y, score, h, gen, k):
         if k % _SPHERE_RENORMALISE_EVERY == 0:
             y = _column_major_unit(y)
-        if self.noise is None:
-            self.noise = torch.empty(y.shape[::-1], dtype=torch.float32, device=gen.device)
-        noise = self.noise.normal_(generator=gen).T.to(y.device)
         c = 2 * self.diffusion * h
-        v = self.v.copy_(noise).mul_(math.sqrt(c)).add_(score.detach(), alpha=c)
-        d = torch.mv(torch.mul(y, v, out=self.prod), self.ones, out=self.d)
-        r = torch.mv(torch.mul(v, v, out=self.prod), self.ones, out=self.q)
-        r.addcmul_(d, d, value=-1.0).clamp_min_(self.tiny).sqrt_()
-        b = torch.sin(r, out=self.b).div_(r)
-        a = torch.cos(r, out=self.a).addcmul_(b, d, value=-1.0)
-        out = torch.empty_like(v)                            # column-major, like v
-        return torch.mul(y, a.unsqueeze(1), out=out).addcmul_(v, b.unsqueeze(1))
+        root_c = math.sqrt(c)
+        w = self.w.copy_(self.noise.draw(gen, y.device).T).add_(score.detach(), alpha=root_c)
+        d = torch.mv(torch.mul(y, w, out=self.prod), self.ones, out=self.d)
+        r2 = torch.mv(torch.mul(w, w, out=self.prod), self.ones, out=self.r2)
+        r2.addcmul_(d, d, value=-1.0).mul_(c)
+        a, b = self._cos_sinc(r2)
+        b.mul_(root_c)                                       # √c β
+        a.addcmul_(b, d, value=-1.0)                         # cos r − √c β d
+        out = torch.empty_like(w)                            # column-major, like w
+        return torch.mul(y, a.unsqueeze(1), out=out).addcmul_(w, b.unsqueeze(1))
 
 
 def _walk_step(m, process, y):
@@ -184,18 +220,22 @@ def _walk_step(m, process, y):
 
     D, rate = process.diffusion, process.drift_rate
 
-    def ambient_step(score, noise, h):
-        """2Dh s + √(2Dh) ξ."""
-        return score.mul(2 * D * h).add_(noise, alpha=math.sqrt(2 * D * h))
+    if isinstance(m, (Euclidean, Torus)):
+        noise = NoiseBuffer(y.shape)
+
+        def ambient_step(y, score, h, gen):
+            """2Dh s + √(2Dh) ξ = √c (ξ + √c s), c = 2Dh (ξ cast into the fresh float64 result)."""
+            root_c = math.sqrt(2 * D * h)
+            return (torch.empty_like(y).copy_(noise.draw(gen, y.device))
+                    .add_(score, alpha=root_c).mul_(root_c))
 
     if isinstance(m, Euclidean):
         def euclidean(y, score, h, gen, k):
-            noise = standard_normal(gen, y.shape, device=y.device)
-            return ambient_step(score, noise, h).add_(y, alpha=1 - rate * h)
+            return ambient_step(y, score, h, gen).add_(y, alpha=1 - rate * h)
         return euclidean
     if isinstance(m, Torus):
         def torus(y, score, h, gen, k):
-            return m._exp(y, ambient_step(score, standard_normal(gen, y.shape, device=y.device), h))
+            return m._exp(y, ambient_step(y, score, h, gen))
         return torus
     if isinstance(m, Sphere):
         return _SphereStep(y, D)
