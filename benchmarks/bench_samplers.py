@@ -33,7 +33,7 @@ errors, as a check that both run the same walk.
 A second table splits each step (ms per step, medians) into the parts neither side can skip:
 the noise (ours: the draw our walk makes, ``standard_normal`` in float32 on S^d, T^d and R^d; the
 baseline's: numpy's float64 ziggurat ``standard_normal``), the score call and the exponential map (ours:
-the one our walk applies, ``exp_unit`` on S^d, ``m._exp`` elsewhere; geomstats: ``metric.exp``;
+the one our walk applies, ``_SphereStep.exp`` on S^d, ``m._exp`` elsewhere; geomstats: ``metric.exp``;
 ours on S² on column-major points, the walk's layout),
 and bounds on the ratio: the baseline's step over
 (a) our noise alone (the ratio if the rest of our step were free), (b) numpy's noise alone (a
@@ -55,9 +55,9 @@ import torch  # noqa: E402
 
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh  # noqa: E402
 from heatscore.manifolds._mesh_geometry import icosphere  # noqa: E402
-from heatscore.manifolds.sphere import exp_unit  # noqa: E402
 from heatscore.samplers import reverse_sde, time_grid  # noqa: E402
 from heatscore.samplers._process import standard_normal  # noqa: E402
+from heatscore.samplers._sde import _SphereStep  # noqa: E402
 
 KAPPA = 4.0
 SIGMA = 0.5
@@ -207,9 +207,13 @@ def walk_layout(x):
     return x.T.contiguous().T
 
 
-def our_exp(m):
-    """The exponential map of heatscore's walk on ``m`` (on S^d, ``exp_unit`` on its unit iterates)."""
-    return exp_unit if isinstance(m, Sphere) else m._exp
+def our_exp(m, x):
+    """The exponential map of heatscore's walk on ``m`` at points like ``x`` (on S^d the walk
+    step's own, on its unit column-major iterates)."""
+    if isinstance(m, Sphere):
+        step = _SphereStep(walk_layout(x), 1.0)
+        return lambda y, v: step.exp(y, v, 1.0)
+    return m._exp
 
 
 def per_step(fn, steps, repeats):
@@ -296,7 +300,7 @@ def main():
               f"| {args.n / t_gs32:,.0f} | {t_gs32 / t_ours:.1f}× | {loop_rate:,.0f} "
               f"| {args.n / t_ours / loop_rate:,.0f}× | {rounds} | {z:.1f} |")
         gen, rng = torch.Generator().manual_seed(args.seed), np.random.default_rng(args.seed)
-        draw, exp = our_noise(m), our_exp(m)
+        draw, exp = our_noise(m), our_exp(m, x0)
         scale = math.sqrt(2 * (times_list[0] - times_list[1]))             # a typical step's length
         v0 = scale * m._random_tangent_normal(x0, gen)
         xw, vw = (walk_layout(x0), walk_layout(v0)) if isinstance(m, Sphere) else (x0, v0)

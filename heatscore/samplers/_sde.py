@@ -186,8 +186,13 @@ class _SphereStep:
         if k % _SPHERE_RENORMALISE_EVERY == 0:
             y = _column_major_unit(y)
         c = 2 * self.diffusion * h
+        w = self.w.copy_(self.noise.draw(gen, y.device).T).add_(score.detach(), alpha=math.sqrt(c))
+        return self.exp(y, w, c)
+
+    def exp(self, y, w, c):
+        """exp_y(√c w): unit, column-major y and w (n, d+1) (w is only read); a fresh
+        column-major (n, d+1) tensor."""
         root_c = math.sqrt(c)
-        w = self.w.copy_(self.noise.draw(gen, y.device).T).add_(score.detach(), alpha=root_c)
         d = torch.mv(torch.mul(y, w, out=self.prod), self.ones, out=self.d)
         r2 = torch.mv(torch.mul(w, w, out=self.prod), self.ones, out=self.r2)
         r2.addcmul_(d, d, value=-1.0).mul_(c)
