@@ -134,4 +134,3 @@ class NoiseBuffer:
             self.buffer = torch.empty(self.shape, dtype=torch.float32, device=gen.device)
         out = self.buffer.normal_(generator=gen)
         return out if device is None else out.to(device)
-

@@ -124,9 +124,10 @@ def _column_major_unit(y):
     return torch.div(y, rowdot(y, y).sqrt_().unsqueeze(1), out=out)
 
 
-#: Horner degrees of the sphere step: K terms of cos r = Σ_k (−1)^k r^{2k}/(2k)! and
-#: sin r / r = Σ_k (−1)^k r^{2k}/(2k+1)! reach double precision (first omitted term, a bound on
-#: the error of these alternating series, below 2^-56) for r² ≤ ``_HORNER_MAX_R2[K]``.
+#: Horner degrees of the sphere step: cos r = Σ_k (−1)^k r^{2k}/(2k)! and
+#: sin r / r = Σ_k (−1)^k r^{2k}/(2k+1)! cut after k = K reach double precision (the first
+#: omitted term, a bound on the error of these alternating series, is below 2^-56) for
+#: r² ≤ ``_HORNER_MAX_R2[K]``; beyond the last, r > 2.37, the step uses sin and cos.
 _HORNER_DEGREE = 12
 _HORNER_MAX_R2 = [(2.0 ** -56 * math.factorial(2 * k + 2)) ** (1 / (k + 1))
                   for k in range(_HORNER_DEGREE + 1)]
@@ -142,8 +143,8 @@ class _SphereStep:
 
     cos r and β are evaluated together as polynomials in r² (Horner, degree from the batch's
     largest r², see ``_HORNER_MAX_R2``; up to r = 2.37, e.g. steps h ≤ 0.1 of 10^4 particles
-    on S²), which needs no square root, sine or cosine; longer steps use sin and cos. Iterates are unit and
-    column-major (:func:`_column_major_unit` at the first step and every
+    on S²), which needs no square root, sine or cosine; longer steps use sin and cos. Iterates
+    are unit and column-major (:func:`_column_major_unit` at the first step and every
     ``_SPHERE_RENORMALISE_EVERY`` steps); ξ is :func:`standard_normal`'s float32 draw of shape
     (d+1, n), transposed.
     """
