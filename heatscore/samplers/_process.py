@@ -114,8 +114,7 @@ def standard_normal(gen, shape, device=None):
     draw) are far below a walk's O(h) discretisation error. Drawn on the generator's device,
     moved to ``device``.
     """
-    out = torch.empty(shape, dtype=torch.float32, device=gen.device).normal_(generator=gen)
-    return out if device is None else out.to(device)
+    return NoiseBuffer(shape).draw(gen, device)
 
 
 class NoiseBuffer:
