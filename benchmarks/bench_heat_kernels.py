@@ -32,7 +32,7 @@ from scipy.special import eval_legendre
 from _timing import median_time
 
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
-from heatscore.heat_kernels import _closed_forms as cf
+from heatscore.manifolds import _closed_forms as cf
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
 
 REPEATS = 3

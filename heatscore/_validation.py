@@ -121,3 +121,19 @@ def normalised_weights(sample_weight, n, like):
     if bool((w < 0).any()) or float(w.sum()) <= 0:
         raise ValueError("sample_weight must be non-negative with a positive sum")
     return w / w.sum()
+
+
+def check_kernel_time(t, name="t", n=None, dtype=torch.float64, device=None):
+    """Validate a diffusion time: a float, a 0-d tensor or (if ``n`` is given) an ``(n,)`` tensor.
+
+    Returns a tensor of shape () or (n,). ``t <= 0`` raises (the kernel at t = 0 is a Dirac).
+    """
+    tt = as_float_tensor(t, name, dtype=dtype, device=device)
+    if tt.ndim > 1 or (tt.ndim == 1 and (n is None or tt.shape[0] not in (1, n))):
+        expected = "a scalar" if n is None else f"a scalar or shape ({n},)"
+        raise ValueError(f"{name} must be {expected}, found shape {tuple(tt.shape)}")
+    check_finite(tt, name)
+    if bool((tt <= 0).any()):
+        raise ValueError(f"{name} must be > 0 (the heat kernel at t = 0 is a Dirac), "
+                         f"found min {float(tt.min()):.3g}")
+    return tt

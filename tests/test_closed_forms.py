@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from conftest import N_SIGMA
-from heatscore.heat_kernels import _closed_forms as cf
-from heatscore.heat_kernels._closed_forms import (
+from heatscore.manifolds import _closed_forms as cf
+from heatscore.manifolds._closed_forms import (
     circle_dlog_heat_kernel_ddelta, circle_log_heat_kernel, levels_for_accuracy,
     so3_dlog_heat_kernel_dtheta, so3_levels_for_accuracy, so3_log_heat_kernel,
     sphere_dlog_heat_kernel_dtheta, sphere_levels_for_accuracy, sphere_log_heat_kernel,
     torus_grad_log_heat_kernel, torus_levels_for_accuracy, torus_log_heat_kernel)
-from heatscore.heat_kernels._radial_sampling import (
+from heatscore.manifolds._radial_sampling import (
     HAAR_PROPOSAL_MIN_T, sample_so3_angle, sample_sphere_angle, so3_angle_log_density,
     sphere_angle_log_density)
 
@@ -601,7 +601,7 @@ def test_sampler_reproducible_and_empty():
 def test_sphere_parametrix_route_matches_quadrature():
     """The small-t parametrix route agrees with the Mehler–Dirichlet quadrature to DESIGN's
     criterion |Δ log k| ≤ 1e-8 + 1e-6 |log k|, values and derivatives, up to its switch."""
-    from heatscore.heat_kernels import _closed_forms as cf
+    from heatscore.manifolds import _closed_forms as cf
 
     theta = torch.linspace(0.0, cf.SPHERE_PARAMETRIX_MAX_THETA, 401, dtype=torch.float64)
     for t in (1e-10, 1e-8, 1e-6, 1e-5, cf.SPHERE_PARAMETRIX_MAX_T):
@@ -617,7 +617,7 @@ def test_sphere_parametrix_route_matches_quadrature():
 
 
 def test_sphere_parametrix_derivative_is_analytic_derivative():
-    from heatscore.heat_kernels import _closed_forms as cf
+    from heatscore.manifolds import _closed_forms as cf
 
     theta = torch.cat([torch.linspace(0.0, 1.0, 301, dtype=torch.float64),
                        torch.tensor([1e-9, 9.9e-3, 1.0e-2, 1.01e-2], dtype=torch.float64)])

@@ -339,8 +339,8 @@ def test_sphere_interpolation_table_matches_closed_form():
     """Large same-time batches on S² go through the parametrix or RadialTable: DESIGN's accuracy
     criterion holds
     for values (|Δ log k| ≤ 1e-8 + 1e-6|log k|) and gradients, including near the antipode."""
-    from heatscore.heat_kernels import _closed_forms as cf
-    from heatscore.heat_kernels._backends import SphereBackend
+    from heatscore.manifolds import _closed_forms as cf
+    from heatscore.manifolds._heat_backends import SphereBackend
 
     m = Sphere(2)
     n = SphereBackend.TABLE_MIN_PAIRS
@@ -359,8 +359,8 @@ def test_sphere_interpolation_table_matches_closed_form():
 
 
 def test_torus_fast_image_route_matches_closed_form():
-    from heatscore.heat_kernels import _closed_forms as cf
-    from heatscore.heat_kernels._backends import TorusBackend
+    from heatscore.manifolds import _closed_forms as cf
+    from heatscore.manifolds._heat_backends import TorusBackend
 
     m = Torus(3)
     x, y = m.random_uniform(500, rng=1), m.random_uniform(500, rng=2)
@@ -375,7 +375,7 @@ def test_torus_fast_image_route_matches_closed_form():
 
 def test_large_batches_work_under_no_grad():
     """The interpolation table differentiates its nodes itself (plots call under no_grad)."""
-    from heatscore.heat_kernels._backends import SphereBackend
+    from heatscore.manifolds._heat_backends import SphereBackend
 
     m = Sphere(2)
     x = m.random_uniform(SphereBackend.TABLE_MIN_PAIRS, rng=3)
@@ -388,8 +388,8 @@ def test_sphere_harmonics_matrix_route_matches_closed_form():
     """Moderate-t S² matrices are products of spherical harmonics; the entries too small for
     that sum's rounding bound go to the pair routes. Both meet DESIGN's relative 1e-6 (values)
     and the gradients agree with the pair route, coincident and antipodal pairs included."""
-    from heatscore.heat_kernels import _closed_forms as cf
-    from heatscore.heat_kernels._backends import SphereBackend
+    from heatscore.manifolds import _closed_forms as cf
+    from heatscore.manifolds._heat_backends import SphereBackend
 
     m = Sphere(2)
     x, y = m.random_uniform(60, rng=5), m.random_uniform(50, rng=6)

@@ -14,7 +14,7 @@ from conftest import N_SIGMA, TOL, cached_mesh
 
 from heatscore.estimators._mesh_density import MeshHeatDensity
 from heatscore.heat_kernels import HeatKernel
-from heatscore.heat_kernels._mesh_kernel import LINEAR_FLOOR
+from heatscore.manifolds._mesh_kernel import LINEAR_FLOOR
 from heatscore.manifolds import Sphere, TriangleMesh
 from heatscore.manifolds._mesh_geometry import icosphere
 
@@ -205,7 +205,7 @@ def test_validation():
 
 def test_large_times_take_the_certified_spectral_sum(gen, monkeypatch):
     """At large τ the spectral sum replaces uniformization and agrees with it (bound 1e-10)."""
-    import heatscore.heat_kernels._mesh_kernel as mk
+    import heatscore.manifolds._mesh_kernel as mk
 
     m = cached_mesh("ico3")
     X = m.random_uniform(50, rng=gen)

@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import shortest_path
 
 from heatscore import TruncationWarning
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
-from heatscore.heat_kernels._mesh_kernel import (LINEAR_FLOOR, VertexHeatFlow, poisson_terms,
+from heatscore.manifolds._mesh_kernel import (LINEAR_FLOOR, VertexHeatFlow, poisson_terms,
                                                  vertex_heat_flow)
 from heatscore.manifolds import TriangleMesh
 from heatscore.manifolds._mesh_geometry import icosphere
@@ -302,7 +302,7 @@ def test_random_walk_is_reproducible():
 
 def test_torch_sparse_route_equals_numpy_route(monkeypatch, gen):
     """The route other devices take (torch sparse tensors), run on the CPU."""
-    from heatscore.heat_kernels import _mesh_kernel
+    from heatscore.manifolds import _mesh_kernel
 
     flow = vertex_heat_flow(cached_mesh("ico2"))
     V = torch.rand((flow.nv, 3), generator=gen, dtype=torch.float64)
@@ -318,7 +318,7 @@ def test_torch_sparse_route_equals_numpy_route(monkeypatch, gen):
 def test_paired_kernel_at_large_times_takes_the_spectral_sum(gen, monkeypatch):
     """Rows beyond SPECTRAL_FROM_PRODUCTS products use the certified spectral sum: equal to the
     semigroup (which is what they use when the threshold is removed)."""
-    import heatscore.heat_kernels._mesh_kernel as mk
+    import heatscore.manifolds._mesh_kernel as mk
 
     m = cached_mesh("ico3")
     k = HeatKernel(m)

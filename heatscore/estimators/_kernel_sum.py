@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from heatscore.heat_kernels._backends import backend_for
 from heatscore.manifolds._base import rows_per_chunk
 
 #: Allowance for curvature and wrapping on top of the flat Gaussian bound: the S² kernel exceeds
@@ -141,7 +140,7 @@ class KernelSum:
         self.w = w
         self.log_w = torch.log(w)
         self.eps = eps
-        self.backend = backend_for(manifold)
+        self.backend = manifold._heat_backend()
         self._index = None
 
     @property
@@ -256,7 +255,7 @@ class SpectralSum:
         self.manifold = manifold
         self.Y = Y
         self.w = w
-        self.backend = backend_for(manifold)
+        self.backend = manifold._heat_backend()
         self._coef = {}
         self._levels = {}
 
@@ -269,7 +268,7 @@ class SpectralSum:
         return self._levels[tau]
 
     def _levels_uncached(self, tau):
-        from heatscore.heat_kernels._backends import _RadialBackend
+        from heatscore.manifolds._heat_backends import _RadialBackend
 
         if isinstance(self.backend, _RadialBackend):
             # λ_l = l(l+1): the single term at the largest affordable level already exceeds

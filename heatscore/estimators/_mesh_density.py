@@ -29,9 +29,9 @@ import torch
 
 from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
                                    normalised_weights, rand)
-from heatscore.heat_kernels._kernel import check_kernel_time
-from heatscore.heat_kernels import _mesh_kernel
-from heatscore.heat_kernels._mesh_kernel import vertex_heat_flow
+from heatscore._validation import check_kernel_time
+from heatscore.manifolds import _mesh_kernel
+from heatscore.manifolds._mesh_kernel import vertex_heat_flow
 
 #: Diffused vertex vectors kept per model (the most recent times).
 CACHE_TIMES = 8

@@ -55,7 +55,7 @@ from heatscore._validation import as_float_tensor, as_generator, check_positive_
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._smoother import _manifold_from_spec, _manifold_spec
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
-from heatscore.heat_kernels._kernel import check_kernel_time
+from heatscore._validation import check_kernel_time
 from heatscore.samplers import DEFAULT_MIXING, log_likelihood, reverse_sde, time_grid
 from heatscore.samplers._grid import first_positive_eigenvalue
 from heatscore.samplers._divergence import _directional, exact_divergence

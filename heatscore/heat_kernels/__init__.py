@@ -4,7 +4,7 @@ from heatscore.heat_kernels._embeddings import (diffusion_distance, diffusion_ma
                                                 heat_kernel_signature, kernel_mean_embedding, mmd,
                                                 mmd_permutation_test)
 from heatscore.heat_kernels._kernel import HeatKernel
-from heatscore.heat_kernels._backends import spectral_sum
+from heatscore.manifolds._heat_backends import spectral_sum
 from heatscore.heat_kernels._sampling import sample_heat_kernel
 
 __all__ = ["HeatKernel", "sample_heat_kernel", "spectral_sum", "kernel_mean_embedding",

@@ -17,7 +17,8 @@ import torch
 
 from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
                                    normalised_weights)
-from heatscore.heat_kernels._kernel import HeatKernel, check_kernel_time
+from heatscore._validation import check_kernel_time
+from heatscore.heat_kernels._kernel import HeatKernel
 from heatscore.manifolds._base import rows_per_chunk
 
 

@@ -14,29 +14,9 @@ import warnings
 import torch
 
 from heatscore._errors import TruncationWarning
-from heatscore._validation import as_float_tensor, check_finite, check_positive_int
-from heatscore.heat_kernels import _backends
+from heatscore._validation import check_kernel_time, check_positive_int
+from heatscore.manifolds._heat_backends import DEFAULT_RTOL
 from heatscore.manifolds._base import broadcast_rows, rows_per_chunk
-
-#: Relative accuracy the automatic routes aim at (DESIGN: relative error ≤ 1e-6).
-DEFAULT_RTOL = 1e-6
-
-
-def check_kernel_time(t, name="t", n=None, dtype=torch.float64, device=None):
-    """Validate a diffusion time: a float, a 0-d tensor or (if ``n`` is given) an ``(n,)`` tensor.
-
-    Returns a tensor of shape () or (n,). ``t <= 0`` raises (the kernel at t = 0 is a Dirac).
-    """
-    tt = as_float_tensor(t, name, dtype=dtype, device=device)
-    if tt.ndim > 1 or (tt.ndim == 1 and (n is None or tt.shape[0] not in (1, n))):
-        expected = "a scalar" if n is None else f"a scalar or shape ({n},)"
-        raise ValueError(f"{name} must be {expected}, found shape {tuple(tt.shape)}")
-    check_finite(tt, name)
-    if bool((tt <= 0).any()):
-        raise ValueError(f"{name} must be > 0 (the heat kernel at t = 0 is a Dirac), "
-                         f"found min {float(tt.min()):.3g}")
-    return tt
-
 
 class HeatKernel:
     """Heat kernel k_t(x, y) of a heatscore manifold.
@@ -63,7 +43,7 @@ class HeatKernel:
         self.n_levels = n_levels
         self.rtol = float(rtol)
         self.chunk_size = chunk_size
-        self._backend = _backends.backend_for(manifold)
+        self._backend = manifold._heat_backend()
 
     def __repr__(self):
         return f"HeatKernel({self.manifold!r}, n_levels={self.n_levels})"

@@ -10,7 +10,7 @@ import math
 import torch
 
 from heatscore._validation import as_generator, randn
-from heatscore.heat_kernels._kernel import check_kernel_time
+from heatscore._validation import check_kernel_time
 
 #: Mesh random walk: each step's standard deviation √(2h) per axis is at most this fraction of
 #: the mean edge length. The walk's generator matches the surface Laplacian to O(h) inside faces
@@ -50,11 +50,11 @@ def sample_heat_kernel(manifold, x0, t, rng=None, return_steps=False):
     if isinstance(m, Sphere):
         if m.dim != 2:
             raise NotImplementedError(f"exact heat-kernel sampling on {m!r}: only Sphere(2)")
-        from heatscore.heat_kernels._radial_sampling import sample_sphere_angle
+        from heatscore.manifolds._radial_sampling import sample_sphere_angle
         theta = sample_sphere_angle(tt, n, gen)
         return _radial_step(m, x0, theta, gen)
     if isinstance(m, SO3):
-        from heatscore.heat_kernels._radial_sampling import sample_so3_angle
+        from heatscore.manifolds._radial_sampling import sample_so3_angle
         theta = sample_so3_angle(tt, n, gen)
         return _radial_step(m, x0, theta, gen)
     if isinstance(m, TriangleMesh):

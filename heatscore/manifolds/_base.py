@@ -267,6 +267,26 @@ class Manifold:
         """Eigenfunctions of the first ``n_levels`` distinct eigenvalues (whole eigenspaces)."""
         raise NotImplementedError
 
+    # --- heat kernels -----------------------------------------------------------------------
+    def _heat_backend(self):
+        """The manifold's heat-kernel backend (built once by ``_make_heat_backend``)."""
+        backend = self.__dict__.get("_heat_backend_cache")
+        if backend is None:
+            backend = self.__dict__["_heat_backend_cache"] = self._make_heat_backend()
+        return backend
+
+    def _make_heat_backend(self):
+        raise NotImplementedError(f"{self!r} has no heat kernel")
+
+    def _log_reference(self, x):
+        """(n,) log of the density of the eigenbasis' reference measure w.r.t. dvol at x, or None
+        where it is dvol itself (compact manifolds; N(0, scale² I) on R^d)."""
+        return None
+
+    def _grad_log_reference(self, x):
+        """(n, *ambient) ∇ of ``_log_reference`` (only called where that is not None)."""
+        raise NotImplementedError
+
     def to_geomstats(self):
         """The matching geomstats space (conversions of points go through numpy)."""
         raise NotImplementedError(f"{self!r} has no geomstats counterpart")

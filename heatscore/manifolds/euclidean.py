@@ -15,7 +15,7 @@ import numbers
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
-from heatscore.manifolds._base import Eigenpairs, Manifold, levels_from_eigenvalues
+from heatscore.manifolds._base import Eigenpairs, Manifold, levels_from_eigenvalues, rowdot
 
 BASES = ("total", "separable")
 
@@ -208,6 +208,18 @@ class Euclidean(Manifold):
             alpha = torch.zeros((1 + degrees.numel(), self.d), dtype=torch.long)
             alpha[1 + torch.arange(degrees.numel()), coords] = degrees
         return HermiteEigenpairs(self, alpha, basis)
+
+    def _make_heat_backend(self):
+        from heatscore.manifolds._heat_backends import OUBackend
+        return OUBackend(self)
+
+    def _log_reference(self, x):
+        """log N(x; 0, s² I): the Hermite functions are orthonormal in L²(N(0, s² I))."""
+        s2 = self.scale ** 2
+        return -0.5 * rowdot(x, x) / s2 - 0.5 * self.d * math.log(2 * math.pi * s2)
+
+    def _grad_log_reference(self, x):
+        return -x / self.scale ** 2
 
     # --- geomstats --------------------------------------------------------------------------
     def to_geomstats(self):

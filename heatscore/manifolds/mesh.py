@@ -384,6 +384,10 @@ class TriangleMesh(Manifold):
         return torch.einsum("nk,nkd->nd", z, frames).to(x.dtype)
 
     # --- spectrum ----------------------------------------------------------------------------
+    def _make_heat_backend(self):
+        from heatscore.manifolds._mesh_kernel import MeshBackend
+        return MeshBackend(self)
+
     @property
     def stiffness(self):
         """S (nv, nv) scipy CSR: robust-laplacian's positive semi-definite cotangent stiffness."""

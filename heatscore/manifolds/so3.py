@@ -385,6 +385,10 @@ class SO3(Manifold):
         """Real Wigner-D eigenfunctions of levels l = 0..n_levels−1 (see :class:`SO3Eigenpairs`)."""
         return SO3Eigenpairs(self, self._check_levels(n_levels))
 
+    def _make_heat_backend(self):
+        from heatscore.manifolds._heat_backends import SO3Backend
+        return SO3Backend(self)
+
     def to_geomstats(self):
         """geomstats' ``SpecialOrthogonal(3)`` in matrix form (its bi-invariant metric is ours)."""
         from geomstats.geometry.special_orthogonal import SpecialOrthogonal

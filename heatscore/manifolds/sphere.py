@@ -127,6 +127,13 @@ class Sphere(Manifold):
                 f"{self!r}.eigenpairs: spherical harmonics are implemented for Sphere(2) only")
         return SphericalHarmonics(self, n_levels)
 
+    def _make_heat_backend(self):
+        from heatscore.manifolds._heat_backends import SphereBackend
+
+        if self.dim != 2:
+            raise NotImplementedError(f"heat kernel on {self!r}: only Sphere(2) is implemented")
+        return SphereBackend(self)
+
     def to_geomstats(self):
         """geomstats ``Hypersphere(dim)`` (numpy backend; convert points through numpy)."""
         from geomstats.geometry.hypersphere import Hypersphere

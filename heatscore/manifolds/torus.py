@@ -202,6 +202,10 @@ class Torus(Manifold):
         is_sine[2::2] = True
         return TorusEigenpairs(self, wave_vectors, is_sine)
 
+    def _make_heat_backend(self):
+        from heatscore.manifolds._heat_backends import TorusBackend
+        return TorusBackend(self)
+
     # --- geomstats --------------------------------------------------------------------------
     def to_geomstats(self):
         """geomstats ProductManifold of ``d`` circles Hypersphere(1) (extrinsic): points (n, d, 2).

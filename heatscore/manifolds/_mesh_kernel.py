@@ -32,8 +32,8 @@ from scipy.sparse.csgraph import connected_components
 import torch
 
 from heatscore._errors import TruncationWarning
-from heatscore.heat_kernels._backends import spectral_sum
-from heatscore.heat_kernels._kernel import DEFAULT_RTOL
+from heatscore.manifolds._heat_backends import spectral_sum
+from heatscore.manifolds._heat_backends import DEFAULT_RTOL
 
 #: Linear-space entries are certified (relative error ≲ 1e-12) down to this fraction of their
 #: column's maximum; entries a caller needs below it are recomputed in log space.

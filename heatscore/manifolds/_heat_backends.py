@@ -12,28 +12,11 @@ import warnings
 import torch
 
 from heatscore._errors import TruncationWarning
-from heatscore.heat_kernels import _closed_forms as cf
+from heatscore.manifolds import _closed_forms as cf
 from heatscore.manifolds._base import MAX_CHUNK_ENTRIES, rows_per_chunk
 
-
-def backend_for(manifold):
-    """The backend of a heatscore manifold (dispatch on its class)."""
-    from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh
-
-    if isinstance(manifold, Sphere):
-        if manifold.dim != 2:
-            raise NotImplementedError(f"heat kernel on {manifold!r}: only Sphere(2) is implemented")
-        return SphereBackend(manifold)
-    if isinstance(manifold, SO3):
-        return SO3Backend(manifold)
-    if isinstance(manifold, Torus):
-        return TorusBackend(manifold)
-    if isinstance(manifold, Euclidean):
-        return OUBackend(manifold)
-    if isinstance(manifold, TriangleMesh):
-        from heatscore.heat_kernels._mesh_kernel import MeshBackend
-        return MeshBackend(manifold)
-    raise TypeError(f"manifold must be a heatscore manifold, found {type(manifold).__name__}")
+#: Relative accuracy the automatic routes aim at (DESIGN: relative error ≤ 1e-6).
+DEFAULT_RTOL = 1e-6
 
 
 def spectral_sum(manifold, x, y, t, n_levels, want_grad=False, eigenpairs=None):
@@ -55,14 +38,13 @@ def spectral_sum(manifold, x, y, t, n_levels, want_grad=False, eigenpairs=None):
     g = None
     if want_grad:
         g = torch.einsum("pk,pk...->p...", wy, grad_x)
-    from heatscore.manifolds import Euclidean
-    if isinstance(manifold, Euclidean):
-        # φ_α are orthonormal in L²(γ) on u = x/scale: multiply by the N(0, scale² I) density.
-        s2 = float(manifold.scale) ** 2
-        ref = torch.exp(-0.5 * (x * x).sum(dim=1) / s2 - 0.5 * x.shape[1] * math.log(2 * math.pi * s2))
+    log_ref = manifold._log_reference(x)
+    if log_ref is not None:
+        # φ_n are orthonormal in L²(μ), μ = e^{log_ref} dvol (N(0, scale² I) on R^d): k = μ(x) Σ ...
+        ref = torch.exp(log_ref)
         if want_grad:
             shape = (-1,) + (1,) * (g.ndim - 1)
-            g = ref.reshape(shape) * (g - k.reshape(shape) * x / s2)
+            g = ref.reshape(shape) * (g + k.reshape(shape) * manifold._grad_log_reference(x))
         k = k * ref
     return k, g
 
@@ -72,7 +54,7 @@ class _SpectralMixin:
 
     Addition theorem: Σ_{φ in level l} φ(x)² = m_l / vol for every x, so the kernel's tail beyond
     level L is bounded uniformly in (x, y) by Σ_{l ≥ L} m_l e^{−λ_l t} / vol (the level counts come
-    from :mod:`heatscore.heat_kernels._closed_forms`, which states each bound).
+    from :mod:`heatscore.manifolds._closed_forms`, which states each bound).
     """
 
     def levels_for(self, t, rtol, reference):

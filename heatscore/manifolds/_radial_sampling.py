@@ -30,7 +30,7 @@ import math
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, check_time, rand, randn
-from heatscore.heat_kernels._closed_forms import so3_log_heat_kernel, sphere_log_heat_kernel
+from heatscore.manifolds._closed_forms import so3_log_heat_kernel, sphere_log_heat_kernel
 
 __all__ = ["sample_so3_angle", "sample_sphere_angle", "so3_angle_log_density", "sphere_angle_log_density"]
 
