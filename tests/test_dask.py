@@ -119,7 +119,7 @@ def test_tile_kernel_sums_equal_global(client, name):
                                                                        client=client)
     est._dask.n_tiles = 7 if name != "sphere" else 48        # several tiles at this small size
     part = hs_dask._Partition(hs_dask.SpatialIndex(m, X[:1]), est._dask.n_tiles,
-                            np.sqrt(hs_dask._halo2(tau, est._dask.w_min)), tau)
+                            np.sqrt(hs_dask._halo2(m, tau, est._dask.w_min)), tau)
     assert part.n_tiles > 1 and part.healpix == (name == "sphere")
     lp, g = client.compute([est.score_samples(_dask(Q, 60)), est.grad_log_density(_dask(Q, 60))], sync=True)
     w = torch.full((X.shape[0],), 1.0 / X.shape[0], dtype=torch.float64)

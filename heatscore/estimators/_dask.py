@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from heatscore._validation import as_generator, check_positive_int
-from heatscore.estimators._kernel_sum import _FLAT_MARGIN, KernelSum, SpatialIndex, SpectralSum
+from heatscore.estimators._kernel_sum import KernelSum, SpatialIndex, SpectralSum
 from heatscore.samplers._grid import first_positive_eigenvalue
 
 #: Rows of the seeded uniform sample on which the times are chosen (and nearest-datum bounds read).
@@ -139,9 +139,9 @@ def _weights(sample_weight, X):
     return w.map_blocks(_check_weight_block, dtype=np.float64)
 
 
-def _halo2(tau, w_min):
+def _halo2(m, tau, w_min):
     """4τ(log(1/ε) − log w_min + log M): r² − d_1² of ``KernelSum.radius`` for the whole data."""
-    return 4 * tau * (math.log(1 / EPS) - math.log(w_min) + math.log(_FLAT_MARGIN))
+    return 4 * tau * (math.log(1 / EPS) - math.log(w_min) + m._index_embedding().log_margin)
 
 
 def _seed(*key):
@@ -396,7 +396,8 @@ class _Partition:
     def __init__(self, index, n_tiles, halo, tau):
         self.index = index
         self.tau = tau
-        self.healpix = index.kind == "sphere" and index.tree.m == 3
+        e = index.embedding
+        self.healpix = e.unit_sphere
         if self.healpix:
             self.nside_tile = 1
             while 12 * self.nside_tile**2 < n_tiles and self.nside_tile < 8:
@@ -407,15 +408,15 @@ class _Partition:
                 self.nside_cell *= 2
             return
         self.n_tiles = n_tiles
-        side = float(index._to_embedded(np.array([halo]), tau)[0])
-        if index.kind == "torus":
-            side = 2 * math.pi / min(64, max(1, int(2 * math.pi / max(side, 1e-12))))
-        elif index.kind in ("so3", "sphere"):
-            side = max(side, 2.0 / 64)
+        side = float(e.to_chord(np.array([halo]), tau)[0])
+        if e.boxsize is not None:      # a whole number of cells per period
+            side = e.boxsize / min(64, max(1, int(e.boxsize / max(side, 1e-12))))
+        elif e.extent is not None:     # at most 64 cells across a bounded embedding
+            side = max(side, 2.0 * e.extent / 64)
         self.side = max(side, 1e-12)
 
     def embed(self, X):
-        return np.asarray(self.index._embed(X, self.tau), dtype=np.float64)
+        return np.asarray(self.index.embedding.query(X, self.tau), dtype=np.float64)
 
     def keys(self, E):
         """(n, k) int64 cell keys of embedded points."""
@@ -424,8 +425,8 @@ class _Partition:
         if self.healpix:
             return healpy.vec2pix(self.nside_cell, E[:, 0], E[:, 1], E[:, 2], nest=True)[:, None]
         keys = np.floor(E / self.side).astype(np.int64)
-        if self.index.kind == "torus":
-            keys %= int(round(2 * math.pi / self.side))
+        if self.index.embedding.boxsize is not None:
+            keys %= int(round(self.index.embedding.boxsize / self.side))
         return keys
 
     def centres(self, keys):
@@ -444,9 +445,10 @@ class _Partition:
 
     def dist(self, E, C):
         d = E - C
-        if self.index.kind == "torus":
+        period = self.index.embedding.boxsize
+        if period is not None:
             d = np.abs(d)
-            d = np.minimum(d, 2 * math.pi - d)
+            d = np.minimum(d, period - d)
         return np.linalg.norm(d, axis=1)
 
 
@@ -464,7 +466,7 @@ def _summarise(qblock, need, sample, part, tau, h2, far_all):
     near = rows[~far]
     E = part.embed(X[near])
     keys = part.keys(E)
-    rho = part.dist(E, part.centres(keys)) + index._to_embedded(R[~far], tau)
+    rho = part.dist(E, part.centres(keys)) + index.embedding.to_chord(R[~far], tau)
     return {"near": near, "keys": keys, "rho": rho, "far": rows[far]}
 
 
@@ -547,7 +549,7 @@ class _RegionKernelSum(KernelSum):
         self.w_min = w_min
 
     def radius(self, d1, tau):
-        return np.sqrt(d1**2 + _halo2(tau, self.w_min))
+        return np.sqrt(d1**2 + _halo2(self.manifold, tau, self.w_min))
 
 
 def _columns(lg, g):
@@ -591,7 +593,7 @@ def _kernel_sum(state, Xq, need, tau, want_grad, width, dense):
     (dask bool (n,), None: all); other rows hold 0. Graph in the module docstring."""
     m = state.manifold
     delayed = dask.delayed
-    h2 = _halo2(tau, state.w_min)
+    h2 = _halo2(state.manifold, tau, state.w_min)
     far_all = dense or math.sqrt(h2) > FAR_RADIUS
     qb = _row_blocks(Xq)
     nb = _row_blocks(need) or [None] * len(qb)

@@ -7,10 +7,11 @@
   data size), used only where its tail bound certifies relative accuracy ``rtol`` at x.
 
 Neighbour bound. For kernels that decrease with the distance d (S², SO(3): exactly; T^d and R^d:
-bounded by the flat Gaussian up to the factor ``_FLAT_MARGIN``), the dropped mass is at most
-sup_{d ≥ r} k_τ(d) ≤ k_τ(r), and the kept sum is at least w_min k_τ(d_1) with d_1 the distance to
-the nearest datum. With log k_τ(d) ≈ −d²/(4τ) + const, the radius
-r² = d_1² + 4τ (log(1/eps) − log w_min + log _FLAT_MARGIN) bounds the relative error by ``eps``.
+bounded by the flat Gaussian up to the factor M = e^{log_margin} of the manifold's
+``IndexEmbedding``), the dropped mass is at most sup_{d ≥ r} k_τ(d) ≤ k_τ(r), and the kept sum is
+at least w_min k_τ(d_1) with d_1 the distance to the nearest datum. With log k_τ(d) ≈ −d²/(4τ) +
+const, the radius r² = d_1² + 4τ (log(1/eps) − log w_min + log M) bounds the relative error by
+``eps``.
 """
 
 import math
@@ -21,99 +22,43 @@ from scipy.spatial import cKDTree
 
 from heatscore.manifolds._base import rows_per_chunk
 
-#: Allowance for curvature and wrapping on top of the flat Gaussian bound: the S² kernel exceeds
-#: the flat one by (θ/sin θ)^{1/2} ≤ 1.3 for θ ≤ 1.2; the wrapped Gaussian by < 2 for r < π.
-_FLAT_MARGIN = 4.0
-#: Largest radius (radians) at which the neighbour route is used; beyond it the dense route.
-_MAX_RADIUS = 1.2
 #: Below this many (query, datum) pairs the dense route is cheaper than building the index.
 _DENSE_PAIRS = 20_000
 
 
 class SpatialIndex:
-    """Radius search in geodesic distance over the data points of a manifold.
-
-    S²: a k-d tree of the unit vectors (chord 2 sin(θ/2)); SO(3): unit quaternions with both
-    signs (chord 2 sin(θ/4)); T^d: a periodic k-d tree of the angles; R^d (OU): the data, queried
-    at e^{τ}x with radius e^{τ}r, since the kernel is centred at e^{−τ}y.
-    """
+    """Radius search over the data points of a manifold in its :class:`IndexEmbedding`
+    (``manifold._index_embedding()``): a k-d tree of the embedded data, queried with the embedded
+    radius of each kernel radius."""
 
     def __init__(self, manifold, Y):
-        from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
-
         self.manifold = manifold
-        self.n = Y.shape[0]
-        Yn = Y.detach().cpu().numpy()
-        if isinstance(manifold, Sphere):
-            self.kind = "sphere"
-            self.tree = cKDTree(Yn)
-        elif isinstance(manifold, SO3):
-            self.kind = "so3"
-            q = _quaternions(Yn)
-            self.tree = cKDTree(np.concatenate([q, -q]))
-        elif isinstance(manifold, Torus):
-            self.kind = "torus"
-            self.tree = cKDTree(Yn, boxsize=2 * np.pi)  # validated angles lie in [0, 2π)
-        elif isinstance(manifold, Euclidean):
-            self.kind = "euclidean"
-            self.tree = cKDTree(Yn)
-        else:
+        self.embedding = manifold._index_embedding()
+        if self.embedding is None:
             raise TypeError(f"no spatial index for {manifold!r}")
-
-    def _embed(self, X, tau):
-        Xn = X.detach().cpu().numpy()
-        if self.kind == "so3":
-            return _quaternions(Xn)
-        if self.kind == "euclidean":
-            return Xn * math.exp(tau)
-        return Xn
-
-    def _to_embedded(self, r, tau):
-        """Geodesic (kernel) radius -> radius in the index's embedding."""
-        r = np.minimum(r, math.pi)
-        if self.kind == "sphere":
-            return 2 * np.sin(r / 2)
-        if self.kind == "so3":
-            return 2 * np.sin(r / 4)
-        if self.kind == "euclidean":
-            return r * math.exp(tau)
-        return r
-
-    def _from_embedded(self, c, tau):
-        if self.kind == "sphere":
-            return 2 * np.arcsin(np.minimum(c / 2, 1.0))
-        if self.kind == "so3":
-            return 4 * np.arcsin(np.minimum(c / 2, 1.0))
-        if self.kind == "euclidean":
-            return c * math.exp(-tau)
-        return c
+        self.n = Y.shape[0]
+        self.tree = cKDTree(self.embedding.data(Y), boxsize=self.embedding.boxsize)
 
     def nearest(self, X, tau, k=1):
         """(n, k) distances (kernel metric) and indices of the k nearest data points."""
-        d, j = self.tree.query(self._embed(X, tau), k=k, workers=-1)
+        d, j = self.tree.query(self.embedding.query(X, tau), k=k, workers=-1)
         d = np.asarray(d).reshape(X.shape[0], k)
         j = np.asarray(j).reshape(X.shape[0], k) % self.n
-        return self._from_embedded(d, tau), j
+        return self.embedding.from_chord(d, tau), j
 
     def pairs(self, X, radius, tau):
         """Flattened (query index, data index) pairs with distance ≤ radius (per query)."""
-        lists = self.tree.query_ball_point(self._embed(X, tau), self._to_embedded(radius, tau),
+        e = self.embedding
+        lists = self.tree.query_ball_point(e.query(X, tau), e.to_chord(radius, tau),
                                            workers=-1, return_sorted=False)
         counts = np.fromiter((len(a) for a in lists), dtype=np.int64, count=len(lists))
         qi = np.repeat(np.arange(len(lists)), counts)
         dj = np.concatenate([np.asarray(a, dtype=np.int64) for a in lists]) if counts.sum() else np.zeros(0, np.int64)
         dj = dj % self.n
-        if self.kind == "so3":  # both quaternion signs cannot lie within a chord < √2; dedupe ties
+        if e.copies > 1:  # a datum may be found through several of its copies: once each
             key = np.unique(qi * self.n + dj)
             qi, dj = key // self.n, key % self.n
         return qi, dj
-
-
-def _quaternions(R):
-    """(n, 3, 3) rotations -> (n, 4) unit quaternions (numpy; either sign serves the index)."""
-    from heatscore.manifolds.so3 import quaternion_from_rotation
-
-    return quaternion_from_rotation(torch.as_tensor(R)).numpy()
 
 
 def segment_logsumexp(values, segments, n_segments):
@@ -153,7 +98,7 @@ class KernelSum:
     def radius(self, d1, tau):
         """Per-query neighbour radius from the nearest-datum distance d1 (module docstring)."""
         w_min = float(self.w[self.w > 0].min())
-        extra = 4 * tau * (math.log(1 / self.eps) - math.log(w_min) + math.log(_FLAT_MARGIN))
+        extra = 4 * tau * (math.log(1 / self.eps) - math.log(w_min) + self.index.embedding.log_margin)
         return np.sqrt(d1**2 + extra)
 
     def log_and_grad(self, X, tau, want_grad=False, exclude_rows=None, route="auto"):
@@ -167,7 +112,7 @@ class KernelSum:
             route = "dense"
             if n * self.Y.shape[0] > _DENSE_PAIRS:
                 d1 = self._nearest(X, tau, exclude_rows)
-                if float(np.quantile(self.radius(d1, tau), 0.9)) <= _MAX_RADIUS:
+                if float(np.quantile(self.radius(d1, tau), 0.9)) <= self.index.embedding.max_radius:
                     route = "neighbors"
         if route == "neighbors":
             return self._neighbors(X, tau, want_grad, exclude_rows)

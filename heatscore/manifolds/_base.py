@@ -6,6 +6,7 @@ vectors are ambient arrays of shape ``(n, *ambient_shape)``. Distances and maps 
 """
 
 import functools
+import math
 
 import torch
 
@@ -55,6 +56,47 @@ def rowdot(a, b):
 def rows_per_chunk(n_cols, entries_per_pair=1, budget=MAX_CHUNK_ENTRIES):
     """Rows of an ``(rows, n_cols)`` pairwise block that keep it under ``budget`` entries."""
     return max(1, budget // max(1, n_cols * entries_per_pair))
+
+
+class IndexEmbedding:
+    """How kernel sums find the data near a query: an embedding of points in R^k in which the
+    kernel's distance r (geodesic, or what the kernel decays with) and the embedded (chord)
+    distance c are increasing functions of each other.
+
+    The identity embedding of flat coordinates is this base class; manifolds override the maps.
+    ``copies``: the data embedding holds each datum this many times (SO(3): ±q), rows j + iN for
+    datum j. ``boxsize``: period of every coordinate (a periodic k-d tree) or None.
+    ``log_margin``: log of the factor by which the kernel may exceed the flat Gaussian
+    exp(−r²/4τ) (curvature, wrapping) at the radii used; ``max_radius``: the largest kernel
+    radius at which the neighbour route is used (the dense route beyond). ``unit_sphere``: the
+    embedding is the unit sphere of R³ (HEALPix cells apply).
+    """
+
+    copies = 1
+    boxsize = None
+    #: The S² kernel exceeds the flat one by (θ/sin θ)^{1/2} ≤ 1.3 for θ ≤ 1.2; the wrapped
+    #: Gaussian by < 2 for r < π: a factor 4 covers both.
+    log_margin = math.log(4.0)
+    max_radius = 1.2
+    unit_sphere = False
+    #: The embedding lies in a ball of this radius (None: unbounded).
+    extent = None
+
+    def data(self, Y):
+        """(copies·N, k) float64 numpy embedding of the data rows ``Y``."""
+        return Y.detach().cpu().numpy().reshape(Y.shape[0], -1)
+
+    def query(self, X, tau):
+        """(n, k) float64 numpy embedding of query rows at kernel time τ."""
+        return X.detach().cpu().numpy().reshape(X.shape[0], -1)
+
+    def to_chord(self, r, tau):
+        """Kernel radius r (numpy) -> embedded radius."""
+        return r
+
+    def from_chord(self, c, tau):
+        """Embedded distance c (numpy) -> kernel distance."""
+        return c
 
 
 class Eigenpairs:
@@ -268,6 +310,10 @@ class Manifold:
         raise NotImplementedError
 
     # --- heat kernels -----------------------------------------------------------------------
+    def _index_embedding(self):
+        """The :class:`IndexEmbedding` of kernel sums, or None (no neighbour route: dense sums)."""
+        return None
+
     def _heat_backend(self):
         """The manifold's heat-kernel backend (built once by ``_make_heat_backend``)."""
         backend = self.__dict__.get("_heat_backend_cache")

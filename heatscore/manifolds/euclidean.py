@@ -12,10 +12,11 @@ For s = 1 this is DESIGN's L = Δ − x·∇. The metric is the flat one on x wh
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
-from heatscore.manifolds._base import Eigenpairs, Manifold, levels_from_eigenvalues, rowdot
+from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, levels_from_eigenvalues, rowdot
 
 BASES = ("total", "separable")
 
@@ -125,6 +126,19 @@ class HermiteEigenpairs(Eigenpairs):
         return values, dfactors * before * after
 
 
+class _OUEmbedding(IndexEmbedding):
+    """The data as they are; queries at e^τ x with radius e^τ r (the kernel is centred at e^{−τ}y)."""
+
+    def query(self, X, tau):
+        return X.detach().cpu().numpy() * math.exp(tau)
+
+    def to_chord(self, r, tau):
+        return r * math.exp(tau)
+
+    def from_chord(self, c, tau):
+        return c * math.exp(-tau)
+
+
 class Euclidean(Manifold):
     """R^d with the Ornstein–Uhlenbeck generator L = s²Δ − x·∇ (see the module docstring).
 
@@ -208,6 +222,9 @@ class Euclidean(Manifold):
             alpha = torch.zeros((1 + degrees.numel(), self.d), dtype=torch.long)
             alpha[1 + torch.arange(degrees.numel()), coords] = degrees
         return HermiteEigenpairs(self, alpha, basis)
+
+    def _index_embedding(self):
+        return _OUEmbedding()
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import OUBackend

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from heatscore._validation import as_generator, randn
-from heatscore.manifolds._base import Eigenpairs, Manifold, rows_per_chunk
+from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rows_per_chunk
 
 __all__ = ["SO3", "SO3Eigenpairs", "wigner_d_real", "hat", "vee_skew", "rotation_from_vector",
            "vector_from_rotation", "rotation_angle", "quaternion_from_rotation", "rotation_from_quaternion"]
@@ -311,6 +311,26 @@ class SO3Eigenpairs(Eigenpairs):
         return self._values_from(x, blocks), self._grad_from(x, blocks)
 
 
+class _QuaternionEmbedding(IndexEmbedding):
+    """Unit quaternions, both signs for the data: chord c = 2 sin(θ/4) to the nearer sign."""
+
+    copies = 2
+    extent = 1.0
+
+    def data(self, Y):
+        q = quaternion_from_rotation(Y.detach().cpu()).numpy()
+        return np.concatenate([q, -q])
+
+    def query(self, X, tau):
+        return quaternion_from_rotation(X.detach().cpu()).numpy()
+
+    def to_chord(self, r, tau):
+        return 2 * np.sin(np.minimum(r, math.pi) / 4)
+
+    def from_chord(self, c, tau):
+        return 4 * np.arcsin(np.minimum(c / 2, 1.0))
+
+
 class SO3(Manifold):
     """SO(3) with g(U, V) = ½ tr(UᵀV): dist = rotation angle, volume 8π², dim 3.
 
@@ -384,6 +404,9 @@ class SO3(Manifold):
     def eigenpairs(self, n_levels):
         """Real Wigner-D eigenfunctions of levels l = 0..n_levels−1 (see :class:`SO3Eigenpairs`)."""
         return SO3Eigenpairs(self, self._check_levels(n_levels))
+
+    def _index_embedding(self):
+        return _QuaternionEmbedding()
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import SO3Backend

@@ -8,10 +8,11 @@ DESIGN.md (1e-6 in float64); the geometry uses their directions x/|x|.
 import functools
 import math
 
+import numpy as np
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
-from heatscore.manifolds._base import Eigenpairs, Manifold, rowdot, rows_per_chunk
+from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rowdot, rows_per_chunk
 
 
 def _unit(x):
@@ -46,6 +47,21 @@ def _sphere_volume(d):
     for k in range(2 if d % 2 == 0 else 3, d + 1, 2):
         vol *= 2.0 * math.pi / (k - 1)
     return vol
+
+
+class _ChordEmbedding(IndexEmbedding):
+    """The unit vectors themselves: chord c = 2 sin(θ/2)."""
+
+    extent = 1.0
+
+    def __init__(self, dim):
+        self.unit_sphere = dim == 2
+
+    def to_chord(self, r, tau):
+        return 2 * np.sin(np.minimum(r, math.pi) / 2)
+
+    def from_chord(self, c, tau):
+        return 2 * np.arcsin(np.minimum(c / 2, 1.0))
 
 
 class Sphere(Manifold):
@@ -126,6 +142,9 @@ class Sphere(Manifold):
             raise NotImplementedError(
                 f"{self!r}.eigenpairs: spherical harmonics are implemented for Sphere(2) only")
         return SphericalHarmonics(self, n_levels)
+
+    def _index_embedding(self):
+        return _ChordEmbedding(self.dim)
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import SphereBackend

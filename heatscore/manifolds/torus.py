@@ -13,7 +13,8 @@ from heatscore._validation import (
     check_shape,
     rand,
 )
-from heatscore.manifolds._base import Eigenpairs, Manifold, broadcast_rows, levels_from_eigenvalues
+from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, broadcast_rows,
+                                      levels_from_eigenvalues)
 
 TWO_PI = 2.0 * math.pi
 
@@ -129,6 +130,12 @@ class TorusEigenpairs(Eigenpairs):
         return values, coeff.unsqueeze(-1) * k.unsqueeze(0)
 
 
+class _PeriodicEmbedding(IndexEmbedding):
+    """The angles in [0, 2π)^d with a periodic k-d tree: the embedded distance is the geodesic one."""
+
+    boxsize = TWO_PI
+
+
 class Torus(Manifold):
     """The flat torus T^d = R^d / 2πZ^d: points are angles ``(n, d)``.
 
@@ -201,6 +208,9 @@ class Torus(Manifold):
         is_sine = torch.zeros(wave_vectors.shape[0], dtype=torch.bool)
         is_sine[2::2] = True
         return TorusEigenpairs(self, wave_vectors, is_sine)
+
+    def _index_embedding(self):
+        return _PeriodicEmbedding()
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import TorusBackend
