@@ -1,4 +1,4 @@
-"""Earth-science benchmark on S² (see heatscore/_bench_earth.py for the protocol).
+"""Earth-science benchmark on S² (see heatscore/bench/earth.py for the protocol).
 
     python benchmarks/bench_earth.py            # 4 data sets x 3 t_min x 5 seeds
     python benchmarks/bench_earth.py --quick    # 1 seed, t_min = 1e-8
@@ -8,7 +8,7 @@ import argparse
 
 import torch
 
-from heatscore._bench_earth import run
+from heatscore.bench.earth import run
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)

@@ -1,4 +1,4 @@
-"""Mesh density estimation on refined Spot (see heatscore/_bench_mesh.py for the recipe).
+"""Mesh density estimation on refined Spot (see heatscore/bench/mesh.py for the recipe).
 
     python benchmarks/bench_mesh_density.py [--subdivisions 3] [--ks 10 50 100] [--n 100000]
                                             [--seed 0]
@@ -6,7 +6,7 @@
 
 import argparse
 
-from heatscore._bench_mesh import run
+from heatscore.bench.mesh import run
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

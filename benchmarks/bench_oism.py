@@ -32,7 +32,6 @@ from heatscore.datasets import load_earth, to_torus, toy_2d
 from heatscore.estimators import (DiffusionKernelSmoother, NeuralScoreModel, OperatorScoreMatching,
                                   dsm_per_example)
 from heatscore.manifolds import Euclidean, Sphere, Torus
-from heatscore.samplers._grid import first_positive_eigenvalue
 
 HALF_WIDTH = 4.5
 R2_SCALE = 2.0
@@ -78,7 +77,7 @@ def part_variance(a):
           f"OISM n_levels={a.levels}, hidden={a.hidden}, trained states after {a.steps} Adam steps "
           f"(batch {a.batch}); {load()}")
     m = manifold_of(a.space)
-    lam1 = first_positive_eigenvalue(m)
+    lam1 = m._first_eigenvalue()
     X, _ = toy_data("8gaussians", a.space, a.n_train, 0)
     Xe, _ = toy_data("8gaussians", a.space, a.n_eval, 1)
     oism, fit_s = timed(lambda: OperatorScoreMatching(m, n_levels=a.levels).fit(X))
@@ -113,7 +112,7 @@ def part_toy(a):
     print("|---|---|---|---|---|---|---|---|---|")
     for space in a.spaces:
         m = manifold_of(space)
-        t_min = a.t_min / first_positive_eigenvalue(m)
+        t_min = a.t_min / m._first_eigenvalue()
         for name in a.datasets:
             X, jac = toy_data(name, space, a.n_train, 0)
             Xt, _ = toy_data(name, space, a.n_test, 1)
@@ -144,7 +143,7 @@ def diagnose(a, m, X, Xt, t_min, levels, net, jac):
     oism = OperatorScoreMatching(m, n_levels=levels, t_min=t_min).fit(X)
     base = NeuralScoreModel(m, residual=oism, t_min=t_min, hidden=a.hidden, n_steps=0, rng=0).fit(X)
     print("\n| t·λ_1 | held-out DSM loss, OISM | DSM network | network − OISM |\n|---|---|---|---|")
-    lam1 = first_positive_eigenvalue(m)
+    lam1 = m._first_eigenvalue()
     for tl in (a.t_min, 1e-2, 1e-1, 1.0):
         lo, ln = base.loss(Xt, t=tl / lam1, rng=5), net.loss(Xt, t=tl / lam1, rng=5)
         print(f"| {tl:g} | {lo:.4f} | {ln:.4f} | {ln - lo:+.4f} |", flush=True)
@@ -231,7 +230,7 @@ def part_digits(a):
 
 # --- 4. earth --------------------------------------------------------------------------------
 def part_earth(a):
-    from heatscore._bench_earth import split
+    from heatscore.bench.earth import split
 
     name = a.earth
     print(f"## earth: {name}, split seed 0 (80/10/10; all fitted on train + validation), "

@@ -56,8 +56,8 @@ import torch  # noqa: E402
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh  # noqa: E402
 from heatscore.manifolds._mesh_geometry import icosphere  # noqa: E402
 from heatscore.samplers import reverse_sde, time_grid  # noqa: E402
-from heatscore.samplers._process import standard_normal  # noqa: E402
-from heatscore.samplers._sde import _SphereStep  # noqa: E402
+from heatscore._validation import standard_normal  # noqa: E402
+from heatscore.manifolds._sphere_walk import _SphereStep  # noqa: E402
 
 KAPPA = 4.0
 SIGMA = 0.5

@@ -27,7 +27,6 @@ from heatscore.datasets import load_earth
 from heatscore.estimators import DiffusionKernelSmoother
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.manifolds import SO3, Sphere, Torus
-from heatscore.manifolds._quadrature import quadrature
 
 
 def _mixture(m, n_comp, seed):
@@ -67,7 +66,7 @@ def synthetic(n=2000, seeds=(0, 1, 2)):
                 nll_true = -float(_mixture_log_density(m, centres, taus, w, test).mean())
                 kl = float("nan")
                 if isinstance(m, Torus):
-                    z, wq = quadrature(m, 128)
+                    z, wq = m.quadrature(128)
                     logp = _mixture_log_density(m, centres, taus, w, z)
                     kl = float((wq * torch.exp(logp) * (logp - est.score_samples(z))).sum())
                 rows.append((nll, nll_true, kl, fit_s))

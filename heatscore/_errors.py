@@ -1,5 +1,7 @@
 """Warnings and errors shared by every heatscore module."""
 
+import sklearn.exceptions
+
 
 class TruncationWarning(UserWarning):
     """A numerical condition (a truncated series, too few eigenpairs for a small time) was met.
@@ -9,5 +11,11 @@ class TruncationWarning(UserWarning):
     """
 
 
-class NotFittedError(ValueError, AttributeError):
-    """An estimator method was called before ``fit`` (scikit-learn's convention)."""
+class DegenerateDataWarning(UserWarning):
+    """The data cannot support what was asked of them (e.g. every point identical): the fit goes
+    on, with what it did stated."""
+
+
+class NotFittedError(sklearn.exceptions.NotFittedError):
+    """An estimator method was called before ``fit`` (scikit-learn's error, so its
+    ``check_is_fitted`` and handlers catch it)."""

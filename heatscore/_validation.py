@@ -137,3 +137,34 @@ def check_kernel_time(t, name="t", n=None, dtype=torch.float64, device=None):
         raise ValueError(f"{name} must be > 0 (the heat kernel at t = 0 is a Dirac), "
                          f"found min {float(tt.min()):.3g}")
     return tt
+
+
+def standard_normal(gen, shape, device=None):
+    """``shape`` i.i.d. N(0, 1) draws from ``gen`` in float32: the noise of the random walks.
+
+    torch's float32 normal generator (on the CPU, for 16 draws or more, vectorised Box–Muller on
+    24-bit uniforms) is 4–8× faster than its float64 one, and the draw is most of a walk's step
+    on S^d and R^d. The walks add these draws to their float64 iterates (the sum is float64).
+    Their rounding (relative 2^-24) and their tail cut at √(48 ln 2) ≈ 5.77 (probability 8e-9 per
+    draw) are far below a walk's O(h) discretisation error. Drawn on the generator's device,
+    moved to ``device``.
+    """
+    return NoiseBuffer(shape).draw(gen, device)
+
+
+class NoiseBuffer:
+    """:func:`standard_normal`'s draws of one ``shape``, into a float32 buffer kept from call to
+    call: each :meth:`draw` overwrites the previous one. For the walks, whose steps draw the same
+    shape every time: a fresh multi-megabyte buffer per step costs its page faults (on R^64 with
+    10^4 particles, about as much as the draw itself)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.buffer = None
+
+    def draw(self, gen, device=None):
+        """(shape) float32 N(0, 1) draws from ``gen`` (on its device), moved to ``device``."""
+        if self.buffer is None:
+            self.buffer = torch.empty(self.shape, dtype=torch.float32, device=gen.device)
+        out = self.buffer.normal_(generator=gen)
+        return out if device is None else out.to(device)

@@ -8,7 +8,7 @@
     heatscore bench mesh [--full]
     heatscore demo [-o DIR] [--full]
 
-Data formats are described in :mod:`heatscore._io` (and ``heatscore fit --help``). A user's
+Data formats are described in :mod:`heatscore._cli_formats` (and ``heatscore fit --help``). A user's
 error is one line on stderr (``heatscore: error: ...``) and exit status 1 (2 for a wrong option);
 no traceback (set HEATSCORE_DEBUG=1 to see one) and no library warnings. Outputs are written to
 a temporary name and renamed. Long loops show a progress bar when stderr is a terminal.
@@ -79,7 +79,7 @@ def _note(message):
 
 def _report_projection(path, m, deviation):
     if deviation is not None:
-        from heatscore._io import PROJECT_RTOL
+        from heatscore._cli_formats import PROJECT_RTOL
 
         _note(f"projected the points of {os.path.basename(path)} onto {m!r}: largest deviation "
               f"{deviation[0]:.2e} ({deviation[1]}; rows beyond {PROJECT_RTOL:g} are refused)")
@@ -105,7 +105,7 @@ def _progress_chunks(n, label):
 
 # --- fit ---------------------------------------------------------------------------------------
 def _read_data(args, kind, mesh=None, manifold=None, fmt=None):
-    from heatscore._io import read_points
+    from heatscore._cli_formats import read_points
 
     angles = args.angles or (fmt.angles if fmt is not None else None)
     quat_order = args.quat_order or (fmt.quat_order if fmt is not None else None)
@@ -117,7 +117,8 @@ def _read_data(args, kind, mesh=None, manifold=None, fmt=None):
 
 
 def _fit(args):
-    from heatscore._io import DataError, check_output, load_mesh, parse_manifold, save_model
+    from heatscore._cli_formats import DataError, check_output, load_mesh, parse_manifold
+    from heatscore._model_files import save_model
     from heatscore.estimators import DiffusionKernelSmoother
 
     check_output(args.output)
@@ -151,7 +152,7 @@ def _draw(est, args, n, trajectory=False):
     """n samples of the model by ``args.sampler`` (and the trajectory when asked)."""
     import torch
 
-    from heatscore._io import DataError
+    from heatscore._cli_formats import DataError
     from heatscore._validation import as_generator
     from heatscore.samplers import probability_flow, reverse_sde
     from heatscore.samplers._progress import ProgressBar
@@ -170,9 +171,7 @@ def _draw(est, args, n, trajectory=False):
     if args.sampler == "reverse":
         return reverse_sde(m, est.grad_log_density, n, times, rng=gen, progress=True,
                            return_trajectory=trajectory)
-    from heatscore.manifolds import TriangleMesh
-
-    if isinstance(m, TriangleMesh):
+    if not m.smooth_scores:
         raise DataError("--sampler ode is not available on a mesh (the score of a piecewise-linear "
                         "density jumps across edges); use --sampler reverse or exact")
     bar = ProgressBar(2 * (len(times) - 1), True, label="probability_flow")
@@ -188,7 +187,8 @@ def _draw(est, args, n, trajectory=False):
 
 
 def _sample(args):
-    from heatscore._io import check_output, load_model, write_points
+    from heatscore._cli_formats import check_output, write_points
+    from heatscore._model_files import load_model
 
     check_output(args.output)
     est, fmt = load_model(args.model)
@@ -199,23 +199,17 @@ def _sample(args):
 
 
 # --- evaluate ----------------------------------------------------------------------------------
-def _kind_of(m):
-    from heatscore.manifolds import SO3, Sphere, Torus
-
-    return "sphere" if isinstance(m, Sphere) else "torus" if isinstance(m, Torus) else \
-        "so3" if isinstance(m, SO3) else "mesh"
-
-
 def _evaluate(args):
     import torch
 
-    from heatscore._io import check_output, load_model, write_csv
+    from heatscore._cli_formats import check_output, write_csv
+    from heatscore._model_files import load_model
 
     if args.per_point is not None:
         check_output(args.per_point, "--per-point")
     est, fmt = load_model(args.model)
     m = est.manifold
-    _, X, data_fmt = _read_data(args, _kind_of(m), mesh=m, manifold=m, fmt=fmt)
+    _, X, data_fmt = _read_data(args, m.cli_name, mesh=m, manifold=m, fmt=fmt)
     bar = _progress_chunks(X.shape[0], "evaluate")
     parts = []
     for s in range(0, X.shape[0], CHUNK):
@@ -235,7 +229,8 @@ def _evaluate(args):
 # --- plot --------------------------------------------------------------------------------------
 def _plot(args):
     from heatscore import plotting
-    from heatscore._io import DataError, check_output, is_model_file, load_mesh, load_model, parse_manifold
+    from heatscore._cli_formats import DataError, check_output, load_mesh, parse_manifold
+    from heatscore._model_files import is_model_file, load_model
 
     check_output(args.output)
     kw = {"dpi": args.dpi}
@@ -257,7 +252,7 @@ def _plot(args):
         est, log_density = None, None
     plotting._kind(m)                                        # a manifold the pictures can draw
     if args.view == "globe":
-        if _kind_of(m) != "sphere":
+        if m.cli_name != "sphere":
             raise DataError(f"--view globe draws S², found {m!r}")
         plotting.plot_sphere_globe(log_density, X, args.output, **kw)
     elif args.view == "samples":
@@ -269,7 +264,7 @@ def _plot(args):
         _, trajectory = _draw(est, args, args.n or DEFAULT_PATHS, trajectory=True)
         plotting.plot_reverse_paths(m, trajectory, args.output, data=X, log_density=log_density, **kw)
     else:
-        if _kind_of(m) == "torus":
+        if m.cli_name == "torus":
             kw["degrees"] = fmt.angles != "rad"
             kw["signed"] = fmt.angle_range != "unsigned"
             if fmt.header is not None:
@@ -283,13 +278,13 @@ def _plot(args):
 def _bench(args):
     if args.name == "mesh":
         return _bench_mesh(args)
-    from heatscore._bench_earth import run
+    from heatscore.bench.earth import run
     from heatscore.datasets import EARTH_DATASETS
 
     names = EARTH_DATASETS if args.datasets is None else tuple(args.datasets.split(","))
     unknown = [n for n in names if n not in EARTH_DATASETS]
     if unknown:
-        from heatscore._io import DataError
+        from heatscore._cli_formats import DataError
 
         raise DataError(f"--datasets: unknown data set {unknown[0]!r}; expected some of "
                         f"{', '.join(EARTH_DATASETS)}")
@@ -302,7 +297,7 @@ def _bench(args):
 
 def _bench_mesh(args):
     """The mesh benchmark: quick (1 subdivision, k = 10, 2·10^4 points) or ``--full``."""
-    from heatscore._bench_mesh import run
+    from heatscore.bench.mesh import run
 
     if args.full:
         run(subdivisions=3, ks=(10, 50, 100), n=100_000)
@@ -315,7 +310,7 @@ def _demo(args):
     import numpy as np
     import torch
 
-    from heatscore._bench_earth import run, split
+    from heatscore.bench.earth import run, split
     from heatscore.datasets import load_earth
     from heatscore.estimators import DiffusionKernelSmoother
     from heatscore.manifolds import Sphere

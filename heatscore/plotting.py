@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from heatscore._io import temporary_path
+from heatscore._files import temporary_path
 from heatscore.datasets import latlon_to_unit, unit_to_latlon
 
 #: Colour range of density maps, in nats below the maximum.
@@ -425,16 +425,9 @@ def plot_mesh_density(mesh, log_density=None, data=None, path="mesh.png", view=(
 
 # --- any manifold -------------------------------------------------------------------------------
 def _kind(m):
-    from heatscore.manifolds import SO3, Sphere, Torus, TriangleMesh
-
-    if isinstance(m, Sphere) and m.dim == 2:
-        return "sphere"
-    if isinstance(m, Torus) and m.dim == 2:
-        return "torus"
-    if isinstance(m, SO3):
-        return "so3"
-    if isinstance(m, TriangleMesh):
-        return "mesh"
+    """The manifold's ``plot_view`` (``ValueError`` where there is none)."""
+    if getattr(m, "plot_view", None) is not None:
+        return m.plot_view
     raise ValueError(f"manifold: pictures are drawn on Sphere(2), Torus(2), SO3() and triangle "
                      f"meshes, found {m!r}")
 

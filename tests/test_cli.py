@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import cached_mesh
 
-from heatscore._io import PROJECT_RTOL, read_table
+from heatscore._cli_formats import PROJECT_RTOL, read_table
 from heatscore.cli import main
 from heatscore.datasets import earth_path, latlon_to_unit, load_earth_latlon, spot_path
 from heatscore.estimators import DiffusionKernelSmoother

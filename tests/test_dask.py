@@ -61,8 +61,8 @@ def test_distributed_fit_equals_in_memory(client, time_, n, chunks, weighted):
     w = torch.rand(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64) if weighted else None
     Q = torch.cat([X[::20], sample_heat_kernel(m, X[:40], 0.01, rng=3)])
     wd = None if w is None else _dask(w, chunks)
-    est = DiffusionKernelSmoother(m, time=time_).fit(_dask(X, chunks), wd, client=client)
-    ref = DiffusionKernelSmoother(m, time=time_).fit(X, w)
+    est = DiffusionKernelSmoother(m, time=time_).fit(_dask(X, chunks), sample_weight=wd, client=client)
+    ref = DiffusionKernelSmoother(m, time=time_).fit(X, sample_weight=w)
     assert est.times_.tolist() == ref.times_.tolist()  # n ≤ SELECT_ROWS: the same search
     levels = est._spec.n_levels_
     if levels is not None:
@@ -242,7 +242,7 @@ def test_errors(client, tmp_path):
     with pytest.raises(ValueError, match="off Sphere"):
         DiffusionKernelSmoother(m, time=0.1).fit(_dask(bad, 50), client=client)
     with pytest.raises(ValueError, match="sample_weight must be non-negative"):
-        DiffusionKernelSmoother(m, time=0.1).fit(_dask(X, 50), -torch.ones(200), client=client)
+        DiffusionKernelSmoother(m, time=0.1).fit(_dask(X, 50), sample_weight=-torch.ones(200), client=client)
     with pytest.raises(ValueError, match="client is for a dask array"):
         DiffusionKernelSmoother(m, time=0.1).fit(X, client=client)
     est = DiffusionKernelSmoother(m, time=0.1).fit(_dask(X, 50), client=client)

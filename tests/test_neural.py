@@ -135,8 +135,7 @@ def test_dsm_target_is_the_heat_kernel_score(m):
     t = 0.05
     xt, target = est._noised(x0, torch.full((30,), t, dtype=torch.float64), torch.Generator().manual_seed(7))
     kernel, h = HeatKernel(m), 1e-5
-    from heatscore.samplers._process import tangent_frame
-    frame = tangent_frame(m, xt)
+    frame = m._tangent_frame(xt)
     for i in range(m.dim):
         e = frame[:, i]
         fd = (kernel.log_pairs(m.exp(xt, h * e), x0, t) - kernel.log_pairs(m.exp(xt, -h * e), x0, t)) / (2 * h)
@@ -259,6 +258,7 @@ def test_per_example_gradients(m):
         if residual is None:                                          # same network, no base
             est_ref.network_, est_ref.device_, est_ref.t_min_, est_ref.t_max_, est_ref.time_grid_ = (
                 est.network_, est.device_, est.t_min_, est.t_max_, None)
+            est_ref.residual_ = None
             est_ref._prepare()
         est.network_.zero_grad()
         ref = est_ref._per_example(m.validate(X), torch.full((24,), 0.1, dtype=torch.float64),

@@ -11,7 +11,6 @@ from heatscore import NotFittedError
 from heatscore.estimators import OperatorScoreMatching
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
 from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
-from heatscore.manifolds._quadrature import quadrature
 from heatscore.samplers import log_likelihood, time_grid
 from heatscore.samplers._divergence import score_and_divergence
 from conftest import N_SIGMA, cached_mesh
@@ -75,7 +74,7 @@ def test_gram_matches_fine_quadrature_of_exact_density(m, L, t, n_fine, gen):
         2.0 * torch.randn(7, 2, generator=gen, dtype=torch.float64)
     est = OperatorScoreMatching(m, n_levels=L, ridge=0.0).fit(X)
     A = est._terms.gram(est._stats, t)
-    Q, wq = quadrature(m, n_fine)
+    Q, wq = m.quadrature(n_fine)
     p = HeatKernel(m)(Q, X, t).mean(dim=1)
     G = est._terms.ep.grad(Q)[:, est._terms.keep].reshape(Q.shape[0], A.shape[0], -1)
     metric = 0.5 if isinstance(m, SO3) else 1.0

@@ -23,8 +23,8 @@ from heatscore.manifolds._mesh_geometry import icosphere
 from heatscore.samplers import (DEFAULT_MIXING, default_times, log_likelihood, probability_flow,
                                 reverse_sde, time_grid)
 from heatscore.samplers._progress import ProgressBar
-from heatscore.samplers._process import process_of, standard_normal
-from heatscore.samplers._sde import _walk_step, langevin_step_size
+from heatscore._validation import standard_normal
+from heatscore.samplers._sde import langevin_step_size
 
 #: Levels of the S² zonal and SO(3) character series: the first omitted term is below
 #: e^{−l(l+1)t} ≤ e^{−45} relative for every diffusion time t ≥ 0.15 used here.
@@ -377,8 +377,8 @@ def test_fast_walk_step_is_the_geodesic_step(m):
     """The closed-form sphere, torus and Euclidean steps (ambient noise, unit iterates) equal
     exp_y(h(−b + 2D s) + √(2Dh) P_y ξ) with the same ξ (drawn from a copy of the generator; on
     the sphere in the walk's column-major order)."""
-    process = process_of(m)
-    D, rate, h = process.diffusion, process.drift_rate, 0.03
+    process = m._forward_process()
+    D, h = process.diffusion, 0.03
     y = m.sample_stationary(64, rng=0)
     score = m.proj(y, 2.0 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1),
                                          dtype=y.dtype))
@@ -386,8 +386,8 @@ def test_fast_walk_step_is_the_geodesic_step(m):
     copy = torch.Generator().manual_seed(2)
     xi = standard_normal(copy, y.shape[::-1]).T if isinstance(m, Sphere) else standard_normal(copy, y.shape)
     xi = math.sqrt(2 * D * h) * xi.double()
-    expected = m.exp(y, m.proj(y, xi) + 2 * D * h * score - h * rate * y)
-    actual = _walk_step(m, process, y)(y, score, h, gen, 0)
+    expected = m.exp(y, m.proj(y, xi) + 2 * D * h * score - h * process.drift(y))
+    actual = m._walk_step(y, process)(y, score, h, gen, 0)
     assert actual.dtype == torch.float64
     assert_close(actual, expected)
     assert bool(m.belongs(actual).all())
@@ -404,7 +404,7 @@ def test_sphere_step_is_the_geodesic_step_at_every_step_length(d, h):
     score = m.proj(y, torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype))
     xi = standard_normal(torch.Generator().manual_seed(3), y.shape[::-1]).T.double()
     expected = m.exp(y, m.proj(y, math.sqrt(2 * h) * xi) + 2 * h * score)
-    actual = _walk_step(m, process_of(m), y)(y, score, h, torch.Generator().manual_seed(3), 0)
+    actual = m._walk_step(y, m._forward_process())(y, score, h, torch.Generator().manual_seed(3), 0)
     assert_close(actual, expected, atol=1e-13 * max(1.0, h), rtol=0)
     assert float((actual.norm(dim=1) - 1).abs().max()) < 1e-14
 

@@ -1,41 +1,31 @@
-"""scikit-learn conventions for heatscore estimators (without depending on scikit-learn).
+"""scikit-learn's estimator protocol for heatscore estimators.
 
-``__init__`` stores its arguments and nothing else; ``get_params``/``set_params`` read and write
-them; fitted attributes end in ``_``; methods called before ``fit`` raise ``NotFittedError``.
+They are scikit-learn ``BaseEstimator``s (``clone``, ``GridSearchCV``, ``cross_val_score`` and
+``Pipeline`` work): ``__init__`` stores its arguments and nothing else; ``get_params`` /
+``set_params`` read and write them; ``fit`` starts from a clean state (``_reset``) and returns
+``self``; fitted attributes end in ``_``; methods called before ``fit`` raise ``NotFittedError``
+(scikit-learn's, subclassed).
 """
 
-import inspect
+import sklearn.base
 
 from heatscore._errors import NotFittedError
 
 
-class BaseEstimator:
-    """Parameter handling shared by every estimator."""
+class BaseEstimator(sklearn.base.BaseEstimator):
+    """Fitted-state handling shared by every heatscore estimator."""
 
-    @classmethod
-    def _param_names(cls):
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self, deep=False):
-        """The constructor arguments as a dict."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set constructor arguments; unknown names raise ``ValueError``. Returns ``self``."""
-        valid = set(self._param_names())
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"invalid parameter {key!r} for {type(self).__name__}; "
-                                 f"valid parameters: {sorted(valid)}")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
+    def _reset(self):
+        """Forget every fitted attribute and private cache: only the parameters remain."""
+        params = set(self._get_param_names())
+        for name in [k for k in vars(self) if k not in params]:
+            delattr(self, name)
 
     def _check_fitted(self, attribute):
         if not hasattr(self, attribute):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
+
+    def _set_n_features(self, X):
+        """``n_features_in_`` for flat (n, k) points, as scikit-learn's tools read it."""
+        if X.ndim == 2:
+            self.n_features_in_ = int(X.shape[1])

@@ -51,7 +51,6 @@ import torch
 
 from heatscore._validation import as_generator, check_positive_int
 from heatscore.estimators._kernel_sum import KernelSum, SpatialIndex, SpectralSum
-from heatscore.samplers._grid import first_positive_eigenvalue
 
 #: Rows of the seeded uniform sample on which the times are chosen (and nearest-datum bounds read).
 SELECT_ROWS = 20_000
@@ -216,14 +215,13 @@ def _partial_sums(X, w, m, n_levels):
 
 
 def fit(est, X, sample_weight, client):
-    """``est.fit`` on a dask array X (n, *point_shape); weights None, array-like or dask (n,)."""
-    from heatscore.manifolds import TriangleMesh
-
+    """The fitted state of ``est.fit`` on a dask array X (n, *point_shape), weights None,
+    array-like or dask (n,): a dict of attribute names and values, which ``fit`` sets."""
     est._validate_params()
     m = est.manifold
-    if isinstance(m, TriangleMesh):
-        raise TypeError("a dask array X needs an analytic manifold (Sphere, Torus, SO3, Euclidean), "
-                        "found a TriangleMesh")
+    if m._index_embedding() is None:
+        raise TypeError("a dask array X needs a manifold with a kernel-sum index (Sphere, Torus, "
+                        f"SO3, Euclidean), found {m!r}")
     if est.shrinkage:
         raise ValueError("shrinkage=True is not available for a dask array X (fit it in memory)")
     X = _points(X, m, "X")
@@ -231,7 +229,7 @@ def fit(est, X, sample_weight, client):
     if n == 0:
         raise ValueError("X must hold at least one point, found 0")
     w = _weights(sample_weight, X)
-    est.t_min_ = 2e-8 / first_positive_eigenvalue(m) if est.t_min is None else float(est.t_min)
+    state = {"t_min_": 2e-8 / m._first_eigenvalue() if est.t_min is None else float(est.t_min)}
     rows = np.arange(n)
     if n > SELECT_ROWS:
         rows = np.sort(np.random.default_rng(SELECT_SEED).choice(n, SELECT_ROWS, replace=False))
@@ -254,17 +252,15 @@ def fit(est, X, sample_weight, client):
         if not total > 0:
             raise ValueError(f"sample_weight must have a positive sum, found {total}")
         w_min = w_pos / total
-    for stale in ("time_", "grid_", "loo_log_likelihood_", "heldout_log_likelihood_", "_ksum",
-                  "_mesh_density", "coef_", "shrinkage_factor_", "_shrunk_ep"):
-        est.__dict__.pop(stale, None)
     if fixed:
         times, weights = [float(est.time)], [1.0]
     else:  # the in-memory search on the sample (all rows when n ≤ SELECT_ROWS)
         if n < 2:
             raise ValueError(f"time={est.time!r} needs at least 2 points, found {n}")
-        sub = type(est)(m, time=est.time, t_min=est.t_min, route=est.route).fit(sample, w_sample)
+        sub = type(est)(m, time=est.time, t_min=est.t_min, route=est.route).fit(
+            sample, sample_weight=w_sample)
         times, weights = sub.times_.tolist(), sub.weights_.tolist()
-        est.grid_, est.loo_log_likelihood_ = sub.grid_, sub.loo_log_likelihood_
+        state.update(grid_=sub.grid_, loo_log_likelihood_=sub.loo_log_likelihood_)
     if spectral and levels is None:  # the levels that resolve the fitted times, if any
         found = [SpectralSum.levels_for(spec, tau) for tau in times]
         levels = max((L for L in found if L is not None), default=None)
@@ -272,16 +268,14 @@ def fit(est, X, sample_weight, client):
             out = list(_compute(client, _partial_sums(X, w, m, levels)))
     if levels is not None:
         spec.store(levels, torch.from_numpy(out.pop(0)) / total)
-    est.times_ = torch.tensor(times, dtype=torch.float64)
-    est.weights_ = torch.tensor(weights, dtype=torch.float64)
+    state.update(times_=torch.tensor(times, dtype=torch.float64),
+                 weights_=torch.tensor(weights, dtype=torch.float64), X_=X,
+                 sample_weight_=(da.full((n,), 1.0 / n, chunks=(X.chunks[0],), dtype=np.float64)
+                                 if w is None else w / total),
+                 _spec=spec, _dask=_DaskData(m, X, w, total, w_min, sample))
     if len(times) == 1:
-        est.time_ = times[0]
-    est.X_ = X
-    est.sample_weight_ = (da.full((n,), 1.0 / n, chunks=(X.chunks[0],), dtype=np.float64)
-                          if w is None else w / total)
-    est._spec = spec
-    est._dask = _DaskData(m, X, w, total, w_min, sample)
-    return est
+        state["time_"] = times[0]
+    return state
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -331,7 +325,7 @@ def _mix_block(*parts, log_pi):
     return _lse_columns(parts, log_pi)
 
 
-def log_and_grad(est, X, t, want_grad, name):
+def log_and_grad(est, X, t, want_grad, name, rtol):
     """(log p̂_t, ∇log p̂_t or None) for dask queries, or for any queries on a dask-fitted model.
 
     Dask queries give dask arrays (lazy); tensors on a dask-fitted model give tensors (computed).
@@ -349,7 +343,7 @@ def log_and_grad(est, X, t, want_grad, name):
                             chunks=(Xq.chunks[0], (width,)), drop_axis=list(range(2, Xq.ndim)),
                             dtype=np.float64)
     else:
-        per_time = [_log_one(est, Xq, tau + t, want_grad, width) for tau in est.times_.tolist()]
+        per_time = [_log_one(est, Xq, tau + t, want_grad, width, rtol) for tau in est.times_.tolist()]
         log_pi = np.log(est.weights_.numpy())
         res = da.map_blocks(_mix_block, *per_time, log_pi=log_pi, chunks=per_time[0].chunks,
                             dtype=np.float64)
@@ -362,9 +356,9 @@ def log_and_grad(est, X, t, want_grad, name):
     return out, grad
 
 
-def _log_one(est, Xq, tau, want_grad, width):
-    """(n, width) dask [log p_τ, ∇log p_τ] of the data diffused for τ."""
-    from heatscore.estimators._smoother import RTOL
+def _log_one(est, Xq, tau, want_grad, width, rtol):
+    """(n, width) dask [log p_τ, ∇log p_τ] of the data diffused for τ (spectral values certified
+    to ``rtol``)."""
 
     state = est._dask
     spectral = est.route in ("auto", "spectral")
@@ -375,7 +369,7 @@ def _log_one(est, Xq, tau, want_grad, width):
     if est._spec.levels_for(tau) is None:  # more levels than fitted: one more reduction (lazy)
         coef = (_partial_sums(state.X, state.w, est.manifold, levels) / state.total).to_delayed().ravel()[0]
     spec_res = Xq.map_blocks(_spectral_block, dask.delayed(est._spec, pure=False), tau, levels,
-                             want_grad, RTOL, coef, chunks=(Xq.chunks[0], (width + 1,)),
+                             want_grad, rtol, coef, chunks=(Xq.chunks[0], (width + 1,)),
                              drop_axis=list(range(2, Xq.ndim)), dtype=np.float64)
     need = spec_res[:, 1] == 0
     ks_res = _kernel_sum(state, Xq, need, tau, want_grad, width, dense=False)
@@ -655,12 +649,10 @@ def _noise_block(x0, base, cum, times, m, block_id=None):
 
 def sample(est, n, rng, chunks):
     """(n, *pt) dask array of exact draws from p̂ (``est.sample``'s law), keyed by virtual block."""
-    from heatscore.manifolds import TriangleMesh
-
     n = check_positive_int(n, "n", minimum=1)
-    if est.shrinkage or isinstance(est.manifold, TriangleMesh):
+    if est.shrinkage or est.manifold.discrete:
         raise ValueError("a dask sample needs the exact sampler: not available with shrinkage=True "
-                         "or on a TriangleMesh")
+                         f"or on {est.manifold!r}")
     gen = as_generator(rng)
     base = int(torch.randint(0, 2**62, (1,), generator=gen))
     m = est.manifold

@@ -72,9 +72,7 @@ class MeshHeatDensity:
     """
 
     def __init__(self, mesh, X, sample_weight=None):
-        from heatscore.manifolds import TriangleMesh
-
-        if not isinstance(mesh, TriangleMesh):
+        if not getattr(mesh, "discrete", False):
             raise TypeError(f"mesh must be a TriangleMesh, found {type(mesh).__name__}")
         X = mesh.validate(X, "X")
         n = X.shape[0]

@@ -48,16 +48,19 @@ import numbers
 import time
 
 import numpy as np
+import sklearn.base
+import sklearn.exceptions
+import sklearn.utils.validation
 import torch
 
-from heatscore._io import atomic_write
-from heatscore._validation import as_float_tensor, as_generator, check_positive_int, rand
+from heatscore._files import atomic_write
+from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
+                                   normalised_weights, rand)
 from heatscore.estimators._base import BaseEstimator
-from heatscore.estimators._smoother import _manifold_from_spec, _manifold_spec
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
+from heatscore.manifolds import Manifold, manifold_from_spec
 from heatscore._validation import check_kernel_time
 from heatscore.samplers import DEFAULT_MIXING, log_likelihood, reverse_sde, time_grid
-from heatscore.samplers._grid import first_positive_eigenvalue
 from heatscore.samplers._divergence import _directional, exact_divergence
 from heatscore.samplers._progress import ProgressBar
 
@@ -80,17 +83,14 @@ RESIDUAL_TIMES = 64
 EVAL_CHUNK = 4096
 #: Version of the .npz layout written by ``save``.
 FORMAT = 1
+#: Network buffers of earlier files that the manifold now provides (its ``_features``): ignored.
+LEGACY_STATE = ("state.feature_shift", "state.feature_scale")
 
 
 # --- the network ------------------------------------------------------------------------------
-def _kind(m):
-    from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh
-
-    for cls in (Sphere, Torus, SO3, Euclidean, TriangleMesh):
-        if isinstance(m, cls):
-            return cls.__name__
-    raise TypeError(f"manifold must be a heatscore Sphere, Torus, SO3, Euclidean or TriangleMesh, "
-                    f"found {type(m).__name__}")
+def _check_manifold(m):
+    if not isinstance(m, Manifold):
+        raise TypeError(f"manifold must be a heatscore manifold, found {type(m).__name__}")
 
 
 def _check_dtype(dtype):
@@ -121,24 +121,12 @@ class ScoreNetwork(torch.nn.Module):
     def __init__(self, manifold, t_min, t_max, hidden=DEFAULT_HIDDEN, n_frequencies=8,
                  zero_output=False, dtype=torch.float64, device=None, rng=None):
         super().__init__()
-        kind = _kind(manifold)
+        _check_manifold(manifold)
         self.manifold = manifold
-        self.kind = kind
         self.ambient_shape = tuple(manifold.ambient_shape)
-        n_features = {"Sphere": manifold.ambient_shape[0], "Torus": 2 * manifold.dim, "SO3": 9,
-                      "Euclidean": manifold.dim, "TriangleMesh": 3}[kind]
-        shift = torch.zeros(n_features, dtype=torch.float64)
-        scale = torch.ones((), dtype=torch.float64)
-        ou_scale = 1.0
-        if kind == "Euclidean":
-            scale, ou_scale = torch.tensor(float(manifold.scale), dtype=torch.float64), float(manifold.scale)
-        elif kind == "TriangleMesh":
-            v = manifold.vertices
-            shift = 0.5 * (v.min(dim=0).values + v.max(dim=0).values)
-            scale = torch.tensor(float(manifold.bounding_box_diagonal), dtype=torch.float64)
-        lam1 = first_positive_eigenvalue(manifold)
-        self.register_buffer("feature_shift", shift.to(device))
-        self.register_buffer("feature_scale", scale.to(device))
+        n_features = manifold._n_features
+        process = manifold._forward_process()
+        lam1, ou_scale = manifold._first_eigenvalue(), math.sqrt(process.diffusion)
         self.register_buffer("log_time_range", torch.tensor([math.log(t_min), math.log(t_max)],
                                                             dtype=torch.float64, device=device))
         self.register_buffer("noise_constants", torch.tensor([lam1, ou_scale], dtype=torch.float64,
@@ -174,13 +162,8 @@ class ScoreNetwork(torch.nn.Module):
         return s * torch.sqrt(-torch.expm1(-2 * lam1 * t) / lam1)
 
     def features(self, x):
-        """(n, F) input features φ(x) (float64)."""
-        if self.kind == "Torus":
-            return torch.cat([torch.cos(x), torch.sin(x)], dim=1)
-        flat = x.reshape(x.shape[0], -1)
-        if self.kind == "Sphere":
-            return flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True)
-        return (flat - self.feature_shift.to(x.dtype)) / self.feature_scale.to(x.dtype)
+        """(n, F) input features φ(x) (float64): the manifold's ``_features``."""
+        return self.manifold._features(x)
 
     def time_features(self, t):
         """(n, 1 + 2K) time embedding e(t) of per-point times t (n,)."""
@@ -250,6 +233,17 @@ def _check_device(device):
         raise ValueError(f"device must be None or a torch device, found {device!r}") from None
 
 
+def _fitted_base(residual, X, sample_weight):
+    """The residual base itself when it is fitted, else a fitted clone of it (None: None)."""
+    if residual is None or not hasattr(residual, "fit"):
+        return residual
+    try:
+        sklearn.utils.validation.check_is_fitted(residual)
+        return residual
+    except sklearn.exceptions.NotFittedError:
+        return sklearn.base.clone(residual).fit(X, sample_weight=sample_weight)
+
+
 def _check_residual(residual):
     if residual is not None and not callable(getattr(residual, "grad_log_density", None)):
         raise TypeError(f"residual must be None or a fitted estimator with grad_log_density(X, t), "
@@ -311,15 +305,15 @@ class NeuralScoreModel(BaseEstimator):
 
     # --- fitting ------------------------------------------------------------------------------
     def _validate_params(self):
-        kind = _kind(self.manifold)
+        _check_manifold(self.manifold)
         if not isinstance(self.objective, str):
             raise TypeError(f"objective must be one of {OBJECTIVES}, found {self.objective!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, found {self.objective!r}")
-        if kind == "TriangleMesh" and self.objective != "dsm":
-            raise ValueError(f"objective={self.objective!r} is not available on a TriangleMesh (the "
-                             "projected field jumps across edges, so integration by parts fails); "
-                             "use objective='dsm'")
+        if not self.manifold.smooth_scores and self.objective != "dsm":
+            raise ValueError(f"objective={self.objective!r} is not available on {self.manifold!r} "
+                             "(the projected field jumps across edges, so integration by parts "
+                             "fails); use objective='dsm'")
         _check_residual(self.residual)
         if self.residual is not None and self.objective != "dsm":
             raise ValueError(f"residual needs objective='dsm' (the network learns s − s_base from "
@@ -344,12 +338,16 @@ class NeuralScoreModel(BaseEstimator):
             check_positive_int(self.n_times, "n_times", minimum=2)
         return hidden
 
-    def fit(self, X, callback=None):
-        """Train on data X (n, *point_shape). Returns self.
+    def fit(self, X, y=None, sample_weight=None, callback=None):
+        """Train on data X (n, *point_shape) with optional non-negative weights (n,) (mini-batches
+        drawn in proportion to them); ``y`` ignored. Returns self.
 
-        ``callback(model, step, batch_loss)``, if given, runs after every step (the model is
-        usable inside it: e.g. ``model.loss(X_test)`` for a training curve).
+        A ``residual`` base that is not fitted yet (e.g. after scikit-learn's ``clone``) is fitted
+        on the same data first (``residual_``). ``callback(model, step, batch_loss)``, if given,
+        runs after every step (the model is usable inside it: e.g. ``model.loss(X_test)`` for a
+        training curve).
         """
+        self._reset()
         hidden = self._validate_params()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable or None, found {type(callback).__name__}")
@@ -357,7 +355,10 @@ class NeuralScoreModel(BaseEstimator):
         X = m.validate(X, "X")
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
-        lam1 = first_positive_eigenvalue(m)
+        w = None if sample_weight is None else normalised_weights(sample_weight, X.shape[0], X)
+        self.residual_ = _fitted_base(self.residual, X, sample_weight)
+        self._set_n_features(X)
+        lam1 = m._first_eigenvalue()
         t_min = DEFAULT_T_MIN / lam1 if self.t_min is None else float(self.t_min)
         t_max = DEFAULT_MIXING / lam1 if self.t_max is None else float(self.t_max)
         if t_max <= t_min:
@@ -383,7 +384,10 @@ class NeuralScoreModel(BaseEstimator):
         for step in range(n_steps):
             for group in optimiser.param_groups:
                 group["lr"] = float(self.lr) * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-            idx = torch.randint(X.shape[0], (batch,), generator=gen, device=gen.device).to(device)
+            if w is None:
+                idx = torch.randint(X.shape[0], (batch,), generator=gen, device=gen.device).to(device)
+            else:
+                idx = torch.multinomial(w.to(gen.device), batch, replacement=True, generator=gen).to(device)
             loss = self._per_example(X[idx], self._draw_times(batch, gen), gen, create_graph=True).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -400,8 +404,8 @@ class NeuralScoreModel(BaseEstimator):
         """State shared by fit and load: the heat kernel of the DSM targets, and whether the
         residual base takes per-point times (one call per batch) or only floats."""
         self._kernel = HeatKernel(self.manifold)
-        self._base_per_point = self.residual is not None and _takes_per_point_times(
-            self.residual, self.manifold, (self.t_min_, self.t_max_), self.device_)
+        self._base_per_point = self.residual_ is not None and _takes_per_point_times(
+            self.residual_, self.manifold, (self.t_min_, self.t_max_), self.device_)
 
     def _draw_times(self, n, gen):
         """(n,) training times: uniform over ``time_grid_``, or log-uniform on [t_min_, t_max_]."""
@@ -422,7 +426,7 @@ class NeuralScoreModel(BaseEstimator):
             return as_float_tensor(base.grad_log_density(rows, tau), "residual output",
                                    dtype=x.dtype, device=x.device)
 
-        per_point = self._base_per_point if base is self.residual else _takes_per_point_times(
+        per_point = self._base_per_point if base is self.residual_ else _takes_per_point_times(
             base, self.manifold, (self.t_min_, self.t_max_), self.device_)
         if per_point:
             return call(x, t)
@@ -438,11 +442,11 @@ class NeuralScoreModel(BaseEstimator):
     def _score(self, x, t, base_grad=False):
         """Model score s_base + s_θ at points x and a float or per-point t (differentiable in x)."""
         out = self.network_(x, t)
-        if self.residual is None:
+        if self.residual_ is None:
             return out
         tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         with torch.set_grad_enabled(base_grad and torch.is_grad_enabled()):
-            base = self._base_score(self.residual, x, tt)
+            base = self._base_score(self.residual_, x, tt)
         return out + base
 
     def _noised(self, x0, t, gen):
@@ -519,7 +523,7 @@ class NeuralScoreModel(BaseEstimator):
             raise ValueError(f"divergence must be 'exact' or 'hutchinson', found {divergence!r}")
         x = self.manifold.validate(X, "X").to(self.device_)
         times = time_grid(self.t_max_, self.t_min_, steps, kind="geometric").flip(0)
-        base_divergence = getattr(self.residual, "divergence", None)
+        base_divergence = getattr(self.residual_, "divergence", None)
         if not callable(base_divergence):
             out = log_likelihood(self.manifold, lambda y, t: self._score(y, t, base_grad=True), x,
                                  times, divergence=divergence, rng=rng)
@@ -541,7 +545,7 @@ class NeuralScoreModel(BaseEstimator):
             return log_likelihood(m, lambda y, t: self._score(y, t), x, times,
                                   divergence=total_divergence)
 
-    def score(self, X, steps=LIKELIHOOD_STEPS, divergence="exact", rng=None):
+    def score(self, X, y=None, steps=LIKELIHOOD_STEPS, divergence="exact", rng=None):
         """Mean log-likelihood of X under p_{t_min} (float; costly, see ``score_samples``)."""
         return float(self.score_samples(X, steps=steps, divergence=divergence, rng=rng).mean())
 
@@ -564,8 +568,9 @@ class NeuralScoreModel(BaseEstimator):
         atomic rename). A residual base is not stored: pass it again to ``load``."""
         self._check_fitted("network_")
         dtype_name = _check_dtype(self.dtype)[0]
+        spec, manifold_arrays = self.manifold._spec()
         meta = {"class": type(self).__name__, "format": FORMAT,
-                "manifold": _manifold_spec(self.manifold), "objective": self.objective,
+                "manifold": spec, "objective": self.objective,
                 "residual": None if self.residual is None else type(self.residual).__name__,
                 "t_min": self.t_min, "t_max": self.t_max, "hidden": [int(h) for h in self.hidden],
                 "n_frequencies": int(self.n_frequencies), "n_steps": int(self.n_steps),
@@ -579,9 +584,7 @@ class NeuralScoreModel(BaseEstimator):
             arrays["time_grid"] = self.time_grid_.cpu().numpy()
         for name, value in self.network_.state_dict().items():
             arrays["state." + name] = value.detach().cpu().numpy()
-        if meta["manifold"]["kind"] == "TriangleMesh":
-            arrays["mesh_vertices"] = self.manifold.vertices.cpu().numpy()
-            arrays["mesh_faces"] = self.manifold.faces.cpu().numpy()
+        arrays.update(manifold_arrays)
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
@@ -600,18 +603,20 @@ class NeuralScoreModel(BaseEstimator):
             raise ValueError(f"residual: {path} holds a model "
                              + (f"with a {meta['residual']} residual base: pass it as residual="
                                 if meta["residual"] else "without a residual base: pass residual=None"))
-        m = _manifold_from_spec(meta["manifold"], arrays)
+        m = manifold_from_spec(meta["manifold"], arrays)
         est = cls(m, objective=meta["objective"], residual=_check_residual(residual),
                   t_min=meta["t_min"], t_max=meta["t_max"], hidden=tuple(meta["hidden"]),
                   n_frequencies=meta["n_frequencies"], n_steps=meta["n_steps"],
                   batch_size=meta["batch_size"], lr=meta["lr"], rng=meta["rng"], device=device,
                   dtype=DTYPES[meta["dtype"]], progress=meta["progress"], n_times=meta["n_times"])
         est.t_min_, est.t_max_ = meta["t_min_"], meta["t_max_"]
+        est.residual_ = est.residual
         est.device_ = torch.device("cpu") if device is None else torch.device(device)
         est.network_ = ScoreNetwork(m, est.t_min_, est.t_max_, tuple(meta["hidden"]),
                                     meta["n_frequencies"], dtype=DTYPES[meta["dtype"]],
                                     device=est.device_, rng=0)
-        state = {k[len("state."):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("state.")}
+        state = {k[len("state."):]: torch.from_numpy(v) for k, v in arrays.items()
+                 if k.startswith("state.") and k not in LEGACY_STATE}
         est.network_.load_state_dict(state)
         est.loss_curve_ = torch.from_numpy(arrays["loss_curve"])
         est.time_curve_ = torch.from_numpy(arrays["time_curve"])
@@ -650,7 +655,7 @@ def dsm_per_example(model, X, t=None, rng=None, residual="fitted"):
 
     gen = as_generator(rng, model.device_ if hasattr(model, "device_") else None)
     x0, tt = model._points_and_times(X, t, gen)
-    base = model.residual if isinstance(residual, str) and residual == "fitted" else _check_residual(residual)
+    base = model.residual_ if isinstance(residual, str) and residual == "fitted" else _check_residual(residual)
     m, net = model.manifold, model.network_
     xt, target = model._noised(x0, tt, gen)
     with torch.no_grad():

@@ -53,9 +53,10 @@ import torch
 from heatscore._validation import check_positive_int, check_time, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
+from heatscore.manifolds import Manifold
 from heatscore.manifolds._base import rows_per_chunk
 from heatscore.manifolds.euclidean import normalised_hermite
-from heatscore.samplers._grid import DEFAULT_MIXING, first_positive_eigenvalue, time_grid
+from heatscore.samplers._grid import DEFAULT_MIXING, time_grid
 
 #: Relative ridges searched when ``ridge=None`` (× tr(A_t)/K).
 RIDGE_GRID = tuple(10.0 ** e for e in range(-12, 1))
@@ -64,8 +65,6 @@ HOLDOUT = 0.2
 SPLIT_SEED = 0
 #: Default end time t_min = T_MIN_FACTOR / λ_1 (scale-aware: the same model in other units).
 T_MIN_FACTOR = 1e-3
-#: Default number of levels per manifold (on a TriangleMesh a level is one eigenpair).
-DEFAULT_LEVELS = {"Sphere": 16, "Torus": 20, "SO3": 5, "Euclidean": 6, "TriangleMesh": 100}
 #: Geometric steps of the probability-flow likelihood and of the reverse sampler.
 ODE_STEPS = 200
 SAMPLE_STEPS = 200
@@ -99,43 +98,29 @@ class _QuadratureTerms(_Terms):
     """
 
     def __init__(self, m, n_levels):
-        from heatscore.manifolds import SO3, Euclidean, Sphere, Torus
-        from heatscore.manifolds._quadrature import quadrature
-        from heatscore.manifolds.so3 import vee_skew
-        from heatscore.manifolds.torus import _sums_of_squares
-
         self.m = m
         self.ep = m.eigenpairs(n_levels)
         self.keep = self.ep.eigenvalues > 0
         self.lam = self.ep.eigenvalues[self.keep]
-        self.euclidean = isinstance(m, Euclidean)
-        self.diffusion = float(m.scale) ** 2 if self.euclidean else 1.0
-        L = n_levels
-        if isinstance(m, Torus):
-            lam_max = int(round(float(self.ep.eigenvalues[-1])))
-            n_product = int(torch.count_nonzero(_sums_of_squares(m.dim, 4 * lam_max)))
-            n_nodes = 4 * math.isqrt(lam_max) + 2               # per-axis degree ≤ 4√λ_max
-        elif self.euclidean:
-            n_product = max(2 * L - 3, 1)                       # ∇φ_m·∇φ_n has degree ≤ 2L − 4
-            n_nodes = max(2 * L - 2, 1)                         # exact to degree 4L − 5 per axis
-        elif (isinstance(m, Sphere) and m.dim == 2) or isinstance(m, SO3):
-            n_product = 2 * L - 1                               # degree ≤ 2(L − 1)
-            n_nodes = 2 * L                                     # exact to degree 4L − 1
-        else:
+        self.diffusion = m._forward_process().diffusion
+        rule = m._product_rule(n_levels)
+        if rule is None:
             raise TypeError(f"OperatorScoreMatching does not support {m!r}")
-        nodes, weights = quadrature(m, n_nodes)
+        n_product, n_nodes = rule
+        nodes, weights = m.quadrature(n_nodes)
+        log_ref = m._log_reference(nodes)
+        self.euclidean = log_ref is not None                    # the basis is orthonormal in L²(γ)
         if self.euclidean:                                      # ∫ f dx -> ∫ f dγ
-            s = float(m.scale)
-            u2 = (nodes / s).pow(2).sum(dim=1)
-            weights = weights * torch.exp(-0.5 * u2) / (2 * math.pi * s * s) ** (m.dim / 2)
+            weights = weights * torch.exp(log_ref)
         self.ep_product = m.eigenpairs(n_product)
         self.lam_product = self.ep_product.eigenvalues
         self.phi_nodes = self.ep_product._values(nodes)         # (Q, Kp)
         G = self.ep._grad(nodes)[:, self.keep]                  # (Q, K', *ambient)
-        if isinstance(m, SO3):
-            G = vee_skew(torch.matmul(nodes.transpose(-1, -2).unsqueeze(1), G))
+        Q, K = G.shape[:2]
+        at = nodes.unsqueeze(1).expand((Q, K) + tuple(nodes.shape[1:])).reshape((Q * K,) + tuple(nodes.shape[1:]))
+        G = m._metric_coordinates(at, G.reshape((Q * K,) + tuple(G.shape[2:]))).reshape(Q, K, -1)
         self.c = G.shape[-1]
-        self.G = G.permute(1, 0, 2).reshape(G.shape[1], -1)     # (K', Q·c)
+        self.G = G.permute(1, 0, 2).reshape(K, -1)              # (K', Q·c)
         self.weights = weights
 
     def statistics(self, X, w):
@@ -302,11 +287,9 @@ def _contract(alpha, G):
 
 
 def _terms_for(m, n_levels, basis):
-    from heatscore.manifolds import Euclidean, TriangleMesh
-
-    if isinstance(m, TriangleMesh):
+    if m.discrete:
         return _MeshTerms(m, n_levels)
-    if isinstance(m, Euclidean) and basis == "separable":
+    if basis == "separable":
         return _SeparableTerms(m, n_levels)
     return _QuadratureTerms(m, n_levels)
 
@@ -318,7 +301,8 @@ class OperatorScoreMatching(BaseEstimator):
     ----------
     manifold : Sphere(2), Torus(d), SO3(), Euclidean(d, scale) or TriangleMesh.
     n_levels : levels of the score basis (whole eigenspaces; on a mesh, eigenpairs; on R^d with
-        ``basis="separable"`` the maximum per-coordinate degree + 1). None: ``DEFAULT_LEVELS``.
+        ``basis="separable"`` the maximum per-coordinate degree + 1). None: the manifold's
+        ``_default_levels``.
     ridge : relative ridge (× tr(A_t)/K'), ``None`` (chosen per time on an internal split,
         module docstring) or 0.0 (none).
     t_min : the model's end time (its likelihood and samples are those of p_{t_min}); None:
@@ -342,8 +326,8 @@ class OperatorScoreMatching(BaseEstimator):
 
     # --- fitting ------------------------------------------------------------------------------
     def _validate_params(self):
-        from heatscore.manifolds import Euclidean
-
+        if not isinstance(self.manifold, Manifold):
+            raise TypeError(f"manifold must be a heatscore manifold, found {type(self.manifold).__name__}")
         if self.ridge is not None:
             if isinstance(self.ridge, bool) or not isinstance(self.ridge, numbers.Real) \
                     or not math.isfinite(float(self.ridge)) or float(self.ridge) < 0:
@@ -353,23 +337,26 @@ class OperatorScoreMatching(BaseEstimator):
             raise ValueError(f"t_min must be a positive float or None, found {self.t_min!r}")
         if self.basis not in ("total", "separable"):
             raise ValueError(f"basis must be 'total' or 'separable', found {self.basis!r}")
-        if self.basis == "separable" and not isinstance(self.manifold, Euclidean):
+        if self.basis == "separable" and "separable" not in self.manifold._bases:
             raise ValueError(f"basis='separable' needs a Euclidean manifold, found {self.manifold!r}")
         if self.n_levels is None:
-            return DEFAULT_LEVELS[type(self.manifold).__name__]
+            return self.manifold._default_levels
         return check_positive_int(self.n_levels, "n_levels", minimum=2)
 
-    def fit(self, X, sample_weight=None):
-        """Fit to data X (n, *point_shape) with optional non-negative weights (n,). Returns self."""
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit to data X (n, *point_shape) with optional non-negative weights (n,); ``y`` ignored.
+        Returns self (a refit starts from a clean state)."""
+        self._reset()
         n_levels = self._validate_params()
         m = self.manifold
         X = m.validate(X, "X").to(torch.float64)
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
         w = normalised_weights(sample_weight, X.shape[0], X)
+        self._set_n_features(X)
         self.n_levels_ = n_levels
         self._terms = _terms_for(m, n_levels, self.basis)
-        self.t_min_ = T_MIN_FACTOR / first_positive_eigenvalue(m) if self.t_min is None \
+        self.t_min_ = T_MIN_FACTOR / m._first_eigenvalue() if self.t_min is None \
             else float(self.t_min)
         self._split = None
         if self.ridge is None:
@@ -469,7 +456,7 @@ class OperatorScoreMatching(BaseEstimator):
 
     # --- likelihood and samples -----------------------------------------------------------------
     def _end_time(self):
-        return DEFAULT_MIXING / first_positive_eigenvalue(self.manifold)
+        return DEFAULT_MIXING / self.manifold._first_eigenvalue()
 
     def score_samples(self, X, steps=ODE_STEPS):
         """log p_{t_min}(x) (n,) through the probability-flow ODE from t_min to T = 10/λ_1 with
@@ -482,7 +469,7 @@ class OperatorScoreMatching(BaseEstimator):
         return log_likelihood(self.manifold, lambda x, t: self.grad_log_density(x, t), X, times,
                               divergence=lambda x, t: self.divergence(x, t))
 
-    def score(self, X, steps=ODE_STEPS):
+    def score(self, X, y=None, steps=ODE_STEPS):
         """Mean log-likelihood of p_{t_min} (``score_samples``; costly)."""
         return float(self.score_samples(X, steps).mean())
 

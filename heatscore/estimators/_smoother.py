@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from heatscore._errors import TruncationWarning
-from heatscore._io import atomic_write
+from heatscore._files import atomic_write
 from heatscore._validation import as_float_tensor, as_generator, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._kernel_sum import KernelSum, SpectralSum
 from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
-from heatscore.samplers._grid import first_positive_eigenvalue
+from heatscore.manifolds import Manifold, manifold_from_spec
 
 #: Relative accuracy of every route (|Δ log p| ≤ ~1e-6 as the benchmarks require).
 RTOL = 1e-7
@@ -49,40 +49,6 @@ def _is_dask_array(x):
     """True for a dask array, checked without importing dask (the Dask extra stays optional)."""
     core = sys.modules.get("dask.array.core")
     return core is not None and isinstance(x, core.Array)
-
-
-def _manifold_spec(m):
-    """A JSON-able description of a manifold (meshes store their arrays separately)."""
-    from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh
-
-    if isinstance(m, Sphere):
-        return {"kind": "Sphere", "dim": m.dim}
-    if isinstance(m, Torus):
-        return {"kind": "Torus", "dim": m.dim}
-    if isinstance(m, SO3):
-        return {"kind": "SO3"}
-    if isinstance(m, Euclidean):
-        return {"kind": "Euclidean", "dim": m.dim, "scale": float(m.scale)}
-    if isinstance(m, TriangleMesh):
-        return {"kind": "TriangleMesh"}
-    raise TypeError(f"cannot save a model on {m!r}")
-
-
-def _manifold_from_spec(spec, arrays):
-    from heatscore.manifolds import SO3, Euclidean, Sphere, Torus, TriangleMesh
-
-    kind = spec["kind"]
-    if kind == "Sphere":
-        return Sphere(spec["dim"])
-    if kind == "Torus":
-        return Torus(spec["dim"])
-    if kind == "SO3":
-        return SO3()
-    if kind == "Euclidean":
-        return Euclidean(spec["dim"], scale=spec["scale"])
-    if kind == "TriangleMesh":
-        return TriangleMesh(arrays["mesh_vertices"], arrays["mesh_faces"])
-    raise ValueError(f"unknown manifold kind {kind!r} in the saved model")
 
 
 class DiffusionKernelSmoother(BaseEstimator):
@@ -132,6 +98,8 @@ class DiffusionKernelSmoother(BaseEstimator):
 
     # --- fitting ------------------------------------------------------------------------------
     def _validate_params(self):
+        if not isinstance(self.manifold, Manifold):
+            raise TypeError(f"manifold must be a heatscore manifold, found {type(self.manifold).__name__}")
         if isinstance(self.time, str):
             if self.time not in ("auto", "multiscale"):
                 raise ValueError(f"time must be a positive float, 'auto' or 'multiscale', found {self.time!r}")
@@ -144,18 +112,20 @@ class DiffusionKernelSmoother(BaseEstimator):
         if self.t_min is not None and not (float(self.t_min) > 0 and math.isfinite(float(self.t_min))):
             raise ValueError(f"t_min must be a positive float or None, found {self.t_min!r}")
 
-    def fit(self, X, sample_weight=None, *, client=None):
-        """Fit to data X (n, *point_shape) with optional non-negative weights (n,). Returns self.
+    def fit(self, X, y=None, sample_weight=None, *, client=None):
+        """Fit to data X (n, *point_shape) with optional non-negative weights (n,); ``y`` is
+        ignored (scikit-learn's convention for density estimators). Returns self.
 
-        A dask array X is fitted on the cluster (``client``: a ``distributed.Client``; None: dask's
-        current scheduler): times on a seeded sample, spectral coefficients by a distributed
-        reduction, equal to the in-memory fit to rounding.
+        A refit starts from a clean state. A dask array X is fitted on the cluster (``client``: a
+        ``distributed.Client``; None: dask's current scheduler): times on a seeded sample,
+        spectral coefficients by a distributed reduction, equal to the in-memory fit to rounding.
         """
-        from heatscore.manifolds import TriangleMesh
-
+        self._reset()
         if _is_dask_array(X):  # the Dask extra: a distributed fit (_dask.py)
             from heatscore.estimators import _dask
-            return _dask.fit(self, X, sample_weight, client)
+            for name, value in _dask.fit(self, X, sample_weight, client).items():
+                setattr(self, name, value)
+            return self
         if client is not None:
             raise ValueError(f"client is for a dask array X, found X of type {type(X).__name__}")
 
@@ -165,14 +135,15 @@ class DiffusionKernelSmoother(BaseEstimator):
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
         w = normalised_weights(sample_weight, X.shape[0], X)
-        lam1 = first_positive_eigenvalue(m)
+        lam1 = m._first_eigenvalue()
+        self._set_n_features(X)
         self.t_min_ = 2e-8 / lam1 if self.t_min is None else float(self.t_min)
         self.X_, self.sample_weight_ = X, w
         self._build()
-        if isinstance(m, TriangleMesh):
+        if m.discrete:
             if self.shrinkage:
                 raise ValueError("shrinkage=True needs an analytic manifold's spectral "
-                                 "expansion, not a TriangleMesh")
+                                 f"expansion, not {m!r}")
             times, weights = self._mesh_times(lam1)
         elif not isinstance(self.time, str):
             times, weights = [float(self.time)], [1.0]
@@ -184,13 +155,13 @@ class DiffusionKernelSmoother(BaseEstimator):
                 times, weights = [t_best], [1.0]
             else:
                 times, weights = self._multiscale()
-        self.times_ = torch.tensor(times, dtype=torch.float64)
-        self.weights_ = torch.tensor(weights, dtype=torch.float64)
+        self.times_ = torch.tensor(times, dtype=torch.float64, device=X.device)
+        self.weights_ = torch.tensor(weights, dtype=torch.float64, device=X.device)
         if len(times) == 1:
             self.time_ = times[0]
         if self.shrinkage:
             self._fit_shrinkage()
-        if isinstance(m, TriangleMesh):  # forget the selection's flows: a loaded model starts
+        if m.discrete:  # forget the selection's flows: a loaded model starts
             self._mesh_density._cache.clear()  # from the same state, so outputs match exactly
         return self
 
@@ -238,9 +209,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         return self._multiscale()
 
     def _build(self):
-        from heatscore.manifolds import TriangleMesh
-
-        if isinstance(self.manifold, TriangleMesh):
+        if self.manifold.discrete:
             self._mesh_density = MeshHeatDensity(self.manifold, self.X_, self.sample_weight_)
             return
         self._ksum = KernelSum(self.manifold, self.X_, self.sample_weight_)
@@ -260,7 +229,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         if levels is not None:
             p, _, bound = self._spec.value_and_grad(Xr, tau, levels, False)
             k0 = torch.exp(self._ksum.backend.log_and_grad(
-                Xr[:1], Xr[:1], torch.tensor([tau], dtype=Xr.dtype), False)[0])
+                Xr[:1], Xr[:1], torch.tensor([tau], dtype=Xr.dtype, device=Xr.device), False)[0])
             loo = (p - w * k0) / (1 - w)
             ok = loo * (1 - w) >= bound / RTOL
             out = torch.log(torch.where(ok, loo, torch.ones_like(loo)))
@@ -337,7 +306,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         L = torch.stack(self._grid_loo, dim=1)                               # (rows, G)
         rows = self._loo_rows
         w = self.sample_weight_[rows] / self.sample_weight_[rows].sum()
-        pi = torch.full((len(times),), 1.0 / len(times), dtype=L.dtype)
+        pi = torch.full((len(times),), 1.0 / len(times), dtype=L.dtype, device=L.device)
         shift = L.max(dim=1, keepdim=True).values
         P = torch.exp(L - shift)                                             # (rows, G), ≤ 1
         for _ in range(EM_MAX_ITER):  # EM for the mixture weights of the LOO densities
@@ -349,7 +318,7 @@ class DiffusionKernelSmoother(BaseEstimator):
             pi = new
         keep = pi > 1e-8
         pi = pi[keep] / pi[keep].sum()
-        return [float(t) for t in times[keep.numpy()]], [float(p) for p in pi]
+        return [float(t) for t in times[keep.cpu().numpy()]], [float(p) for p in pi]
 
     # --- evaluation ---------------------------------------------------------------------------
     def _log_and_grad(self, X, t, want_grad, name="X"):
@@ -359,7 +328,7 @@ class DiffusionKernelSmoother(BaseEstimator):
             raise ValueError(f"t must be a finite scalar >= 0, found {t!r}")
         if _is_dask_array(X) or _is_dask_array(self.X_):  # the Dask extra: dask in, dask out
             from heatscore.estimators import _dask
-            return _dask.log_and_grad(self, X, float(tt), want_grad, name)
+            return _dask.log_and_grad(self, X, float(tt), want_grad, name, RTOL)
         X = self.manifold.validate(X, name)
         tt = tt.to(X.dtype)
         logs, grads = [], []
@@ -430,8 +399,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         """(n,) log-density of each point under the fitted model (nats, w.r.t. dvol)."""
         return self.log_density(X, 0.0)
 
-    def score(self, X):
-        """Mean log-likelihood of X (higher is better)."""
+    def score(self, X, y=None):
+        """Mean log-likelihood of X (higher is better; ``y`` ignored)."""
         return float(self.score_samples(X).mean())
 
     def sample(self, n, rng=None, chunks=None):
@@ -479,21 +448,21 @@ class DiffusionKernelSmoother(BaseEstimator):
         if _is_dask_array(self.X_):
             raise ValueError("a model fitted on a dask array keeps its data on the cluster and is "
                              "not written to one .npz; fit it in memory to save it")
-        meta = {"class": type(self).__name__, "manifold": _manifold_spec(self.manifold),
+        spec, manifold_arrays = self.manifold._spec()
+        meta = {"class": type(self).__name__, "manifold": spec,
                 "time": self.time, "t_min": self.t_min, "route": self.route,
                 "shrinkage": bool(self.shrinkage), "n_levels": self.n_levels,
                 "t_min_": self.t_min_, "format": 1}
         arrays = {"X": self.X_.cpu().numpy(), "sample_weight": self.sample_weight_.cpu().numpy(),
-                  "times": self.times_.numpy(), "weights": self.weights_.numpy(),
+                  "times": self.times_.cpu().numpy(), "weights": self.weights_.cpu().numpy(),
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-        if meta["manifold"]["kind"] == "TriangleMesh":
-            arrays["mesh_vertices"] = self.manifold.vertices.cpu().numpy()
-            arrays["mesh_faces"] = self.manifold.faces.cpu().numpy()
+        arrays.update(manifold_arrays)
+        if hasattr(self, "_mesh_density"):
             arrays["mesh_point_faces"] = self._mesh_density.faces_.cpu().numpy()
             arrays["mesh_point_bary"] = self._mesh_density.bary_.cpu().numpy()
         for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if hasattr(self, extra):
-                arrays[extra] = getattr(self, extra).numpy()
+                arrays[extra] = getattr(self, extra).cpu().numpy()
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
@@ -504,7 +473,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         meta = json.loads(arrays["meta"].tobytes().decode())
         if meta.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
-        m = _manifold_from_spec(meta["manifold"], arrays)
+        m = manifold_from_spec(meta["manifold"], arrays)
         est = cls(m, time=meta["time"], t_min=meta["t_min"], route=meta["route"],
                   shrinkage=meta["shrinkage"], n_levels=meta["n_levels"])
         est.t_min_ = meta["t_min_"]
@@ -512,6 +481,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         est.sample_weight_ = torch.as_tensor(arrays["sample_weight"])
         est.times_ = torch.as_tensor(arrays["times"])
         est.weights_ = torch.as_tensor(arrays["weights"])
+        est._set_n_features(est.X_)
         if est.times_.numel() == 1:
             est.time_ = float(est.times_[0])
         for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):

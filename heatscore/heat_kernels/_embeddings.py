@@ -11,7 +11,6 @@ k̃_t = k_t on compact manifolds; on R^d, k̃_t(x, y) = k_t(x, y)/γ(x) = Σ_α 
 the symmetric form (the OU kernel itself is only in detailed balance).
 """
 
-import math
 
 import torch
 
@@ -41,15 +40,10 @@ def kernel_mean_embedding(manifold, X, t, n_levels, sample_weight=None, eigenpai
 
 def _log_sym_kernel(kernel, x, y, t):
     """(n,) log k̃_t(x_i, y_i), the symmetric positive-definite form (see module docstring)."""
-    from heatscore.manifolds import Euclidean
-
     lg = kernel.log_pairs(x, y, t)
     m = kernel.manifold
-    if isinstance(m, Euclidean):
-        x = m.validate(x, "x")
-        s2 = float(m.scale) ** 2
-        lg = lg + 0.5 * (x * x).sum(dim=1) / s2 + 0.5 * x.shape[1] * math.log(2 * math.pi * s2)
-    return lg
+    log_ref = m._log_reference(m.validate(x, "x"))
+    return lg if log_ref is None else lg - log_ref
 
 
 def heat_kernel_signature(manifold, x, t):

@@ -1,12 +1,13 @@
 """Manifolds with Laplace–Beltrami eigenpairs: Sphere, Torus, SO3, TriangleMesh, Euclidean."""
 
-from heatscore.manifolds._base import Eigenpairs, Manifold
+from heatscore.manifolds._base import Eigenpairs, Manifold, Process
 from heatscore.manifolds._geomstats import from_geomstats
+from heatscore.manifolds._registry import manifold_from_spec
 from heatscore.manifolds.euclidean import Euclidean
 from heatscore.manifolds.mesh import TriangleMesh
 from heatscore.manifolds.so3 import SO3
 from heatscore.manifolds.sphere import Sphere
 from heatscore.manifolds.torus import Torus
 
-__all__ = ["Manifold", "Eigenpairs", "Sphere", "Torus", "SO3", "TriangleMesh", "Euclidean",
-           "from_geomstats"]
+__all__ = ["Manifold", "Eigenpairs", "Process", "Sphere", "Torus", "SO3", "TriangleMesh", "Euclidean",
+           "from_geomstats", "manifold_from_spec"]

@@ -7,16 +7,21 @@ vectors are ambient arrays of shape ``(n, *ambient_shape)``. Distances and maps 
 
 import functools
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from heatscore._validation import (
     MANIFOLD_ATOL,
+    NoiseBuffer,
     as_float_tensor,
     as_generator,
     check_finite,
     check_positive_int,
     check_shape,
+    randn,
+    standard_normal,
 )
 
 #: Largest intermediate a chunked pairwise call builds, in float64 entries (about 512 MB).
@@ -56,6 +61,35 @@ def rowdot(a, b):
 def rows_per_chunk(n_cols, entries_per_pair=1, budget=MAX_CHUNK_ENTRIES):
     """Rows of an ``(rows, n_cols)`` pairwise block that keep it under ``budget`` entries."""
     return max(1, budget // max(1, n_cols * entries_per_pair))
+
+
+@dataclass(frozen=True)
+class Process:
+    """The forward diffusion dX = b(X) dt + √(2D) dB of a manifold (DESIGN: b = 0, D = 1 on compact
+    manifolds; b(x) = −x, D = s² on ``Euclidean(d, scale=s)``).
+
+    ``drift``: x -> (n, *ambient) b(x) on validated points; ``drift_divergence``: div_M b, a constant
+    (−d on R^d); ``diffusion``: D; ``log_stationary``: x -> (n,) log-density of the stationary law
+    w.r.t. dvol.
+    """
+
+    drift: Callable
+    drift_divergence: float
+    diffusion: float
+    log_stationary: Callable
+
+
+def coordinate_walk_increment(y, diffusion):
+    """``(y, score, h, gen) -> 2Dh s + √(2Dh) ξ``, ξ ~ N(0, I_d) in coordinates (T^d, R^d): the
+    geodesic random walk's increment, ξ from :func:`heatscore._validation.standard_normal`
+    (float32 draws into a buffer reused from step to step, cast into the fresh float64 result)."""
+    noise = NoiseBuffer(y.shape)
+
+    def increment(y, score, h, gen):
+        root_c = math.sqrt(2 * diffusion * h)      # 2Dh s + √(2Dh) ξ = √c (ξ + √c s), c = 2Dh
+        return (torch.empty_like(y).copy_(noise.draw(gen, y.device))
+                .add_(score, alpha=root_c).mul_(root_c))
+    return increment
 
 
 class IndexEmbedding:
@@ -168,6 +202,62 @@ class Manifold:
     point_shape: tuple
     ambient_shape: tuple
     volume: float
+    #: Whether scores of densities on the manifold are smooth fields (False on meshes, whose P1
+    #: functions have gradients that jump across edges: no probability-flow ODE, no divergence,
+    #: no implicit score matching there).
+    smooth_scores = True
+    #: Whether densities are vertex values with P1 interpolation and the discrete heat semigroup
+    #: (meshes): estimators then use the discrete heat flow of the data.
+    discrete = False
+
+    # --- identity and persistence ----------------------------------------------------------
+    def _key(self):
+        """A hashable value that identifies the manifold (equal manifolds, equal keys)."""
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash((type(self).__name__, self._key()))
+
+    def __deepcopy__(self, memo):
+        """Manifolds are immutable values (their caches derive from them): copies share them, so
+        scikit-learn's ``clone`` of an estimator keeps its manifold (and the manifold's caches)."""
+        return self
+
+    def _spec(self):
+        """(JSON-able dict with a "kind" entry, {name: numpy array}): what rebuilds the manifold
+        (``heatscore.manifolds.manifold_from_spec``), e.g. in a saved model file."""
+        raise NotImplementedError(f"{self!r} cannot be saved")
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        """The manifold of a ``_spec`` (``ValueError`` for a malformed one)."""
+        raise NotImplementedError
+
+    # --- front ends ------------------------------------------------------------------------
+    #: The name of the manifold on the ``heatscore`` command line (``--manifold``), or None.
+    cli_name = None
+
+    @property
+    def plot_view(self):
+        """The picture ``heatscore.plotting`` draws of densities on the manifold ("sphere",
+        "torus", "so3", "mesh"), or None."""
+        return None
+
+    def _column_names(self):
+        """Names of the columns of flattened points in a CSV file."""
+        return tuple(f"x{i + 1}" for i in range(math.prod(self.point_shape)))
+
+    def _features(self, x):
+        """(n, F) float64 input features of a score network at points x (flattened points
+        unless a manifold has better ones: O(1) in size, continuous, injective)."""
+        return x.reshape(x.shape[0], -1)
+
+    @property
+    def _n_features(self):
+        return math.prod(self.point_shape)
 
     # --- validation -------------------------------------------------------------------------
     def _off_manifold(self, x):
@@ -280,10 +370,66 @@ class Manifold:
             out[i:i + step] = self._dist(xr, yr).reshape(k, m)
         return out
 
+    def _tangent_frame(self, x):
+        """(n, dim, *ambient): a g-orthonormal frame E_1 … E_dim of T_xM (exact divergences)."""
+        raise TypeError(f"no tangent frame for {self!r}: use divergence='hutchinson' or a callable")
+
+    def _smooth_curve(self, x, step):
+        """A curve through x with velocity ``step``/ε at ε = 0 (its second derivatives finite at
+        ε = 0, as autograd divergences need): exp_x(step) unless a manifold says otherwise."""
+        return self._exp(x, step)
+
+    def _metric_coordinates(self, x, v):
+        """(n, c) coordinates of tangent vectors v at x in which g is the dot product (the flattened
+        ambient vector for an induced metric)."""
+        return v.reshape(v.shape[0], -1)
+
     # --- sampling and the generator ---------------------------------------------------------
     def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
         """``n`` points uniform w.r.t. the Riemannian volume."""
         raise NotImplementedError
+
+    def _forward_process(self):
+        """The :class:`Process` of the forward diffusion (compact: b = 0, D = 1, uniform law)."""
+        log_volume = math.log(self.volume)
+
+        def zero(x):
+            return torch.zeros(x.shape[:1] + tuple(self.ambient_shape), dtype=x.dtype, device=x.device)
+
+        def uniform(x):
+            return torch.full((x.shape[0],), -log_volume, dtype=x.dtype, device=x.device)
+        return Process(drift=zero, drift_divergence=0.0, diffusion=1.0, log_stationary=uniform)
+
+    def _first_eigenvalue(self):
+        """λ_1, the smallest positive eigenvalue of −L (the time scale 1/λ_1 of every default)."""
+        lam = self.__dict__.get("_lambda1")
+        if lam is None:
+            ep = self.eigenpairs(2)
+            lam = self.__dict__["_lambda1"] = float(ep.eigenvalues[ep.levels == 1][0])
+        return lam
+
+    def _walk_step(self, y, process):
+        """The geodesic random walk's step ``(y, score, h, gen, k) -> y_next`` (k: step index),
+
+            y_next = exp_y(h(−b(y) + 2D s) + √(2Dh) ξ),   ξ ~ N(0, I) in T_yM,
+
+        for points shaped like ``y``: here by ``_random_tangent_normal`` and ``_exp`` with b = 0;
+        manifolds override it with closed forms where those are cheaper."""
+        D = process.diffusion
+
+        def geodesic(y, score, h, gen, k):
+            return self._exp(y, self._random_tangent_normal(y, gen).mul_(math.sqrt(2 * D * h))
+                             .add_(score, alpha=2 * D * h))
+        return geodesic
+
+    def _tangent_noise(self, x, gen):
+        """ξ ~ N(0, I) in T_xM for the samplers (``_random_tangent_normal`` unless overridden)."""
+        return self._random_tangent_normal(x, gen)
+
+    def _ambient_tangent_noise(self, x, gen):
+        """The projection of float32 ambient draws (:func:`standard_normal`): ξ ~ N(0, I) in T_xM
+        wherever the projection of an isotropic ambient Gaussian is isotropic (induced metrics)."""
+        return self._proj(x, standard_normal(gen, x.shape, device=x.device).to(x.dtype))
 
     def random_tangent_normal(self, x, rng=None):
         """ξ ~ N(0, I) in T_xM, isotropic in the metric: E[g(ξ, u)²] = g(u, u)."""
@@ -292,14 +438,12 @@ class Manifold:
         return self._random_tangent_normal(x, gen)
 
     def _random_tangent_normal(self, x, gen):
-        from heatscore._validation import randn
         z = randn(gen, x.shape[:1] + tuple(self.ambient_shape), dtype=x.dtype, device=x.device)
         return self._proj(x, z)
 
     def drift(self, x):
         """Drift b(x) of the generator L = Δ + b·∇ (zero on compact manifolds)."""
-        x = self.validate(x, "x")
-        return torch.zeros(x.shape[:1] + tuple(self.ambient_shape), dtype=x.dtype, device=x.device)
+        return self._forward_process().drift(self.validate(x, "x"))
 
     def sample_stationary(self, n, rng=None, dtype=torch.float64, device=None):
         """``n`` draws from the stationary law of the diffusion (uniform on compact manifolds)."""
@@ -308,6 +452,24 @@ class Manifold:
     def eigenpairs(self, n_levels):
         """Eigenfunctions of the first ``n_levels`` distinct eigenvalues (whole eigenspaces)."""
         raise NotImplementedError
+
+    #: Levels of the score basis of closed-form OISM when none are given.
+    _default_levels = None
+    #: The eigenbases ``eigenpairs(n_levels, basis=...)`` offers.
+    _bases = ("total",)
+
+    def _product_rule(self, n_levels):
+        """(product levels, quadrature resolution) for products of eigenfunctions of the first
+        ``n_levels`` levels: the eigenfunctions of ``product levels`` levels span every φ_k that
+        ⟨∇φ_m, ∇φ_n⟩ sees, and ``quadrature(resolution)`` integrates φ_k⟨∇φ_m, ∇φ_n⟩ exactly;
+        None where products are not band-limited in this sense."""
+        return None
+
+    def quadrature(self, n):
+        """(points (N, *point_shape), weights (N,)) float64: a deterministic rule with
+        Σ_i w_i f(x_i) ≈ ∫ f dvol (Lebesgue on R^d), weights summing to the volume on compact
+        manifolds; ``n`` sets its resolution (each manifold states what it integrates exactly)."""
+        raise NotImplementedError(f"no quadrature rule for {self!r}")
 
     # --- heat kernels -----------------------------------------------------------------------
     def _index_embedding(self):
@@ -323,6 +485,18 @@ class Manifold:
 
     def _make_heat_backend(self):
         raise NotImplementedError(f"{self!r} has no heat kernel")
+
+    def _sample_heat_kernel(self, x0, t, gen):
+        """(n, *point_shape) exact draws of X_t given X_0 = x0 (validated), t (n,) > 0."""
+        raise NotImplementedError(f"no forward sampler on {self!r}")
+
+    def _exp_random_direction(self, x0, theta, gen):
+        """exp_{x0}(θ u) with u uniform on the unit sphere of T_{x0}M: the forward step of an
+        isotropic kernel once its geodesic angle θ (n,) is drawn."""
+        xi = self._random_tangent_normal(x0, gen)
+        norm = torch.sqrt(torch.clamp(self._inner(x0, xi, xi), min=1e-300))
+        shape = (-1,) + (1,) * (xi.ndim - 1)
+        return self._exp(x0, (theta / norm).reshape(shape) * xi)
 
     def _log_reference(self, x):
         """(n,) log of the density of the eigenbasis' reference measure w.r.t. dvol at x, or None

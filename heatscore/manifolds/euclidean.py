@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
-from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, levels_from_eigenvalues, rowdot
+from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, Process,
+                                      coordinate_walk_increment, levels_from_eigenvalues, rowdot)
 
 BASES = ("total", "separable")
 
@@ -164,6 +165,20 @@ class Euclidean(Manifold):
     def __repr__(self):
         return f"Euclidean({self.d})" if self.scale == 1.0 else f"Euclidean({self.d}, scale={self.scale!r})"
 
+    def _key(self):
+        return (self.d, self.scale)
+
+    def _spec(self):
+        return {"kind": "Euclidean", "dim": self.d, "scale": self.scale}, {}
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        return cls(spec["dim"], scale=spec["scale"])
+
+    def _features(self, x):
+        """x/s (O(1) under the stationary law)."""
+        return x / self.scale
+
     # --- geometry ---------------------------------------------------------------------------
     def _off_manifold(self, x):
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -189,10 +204,28 @@ class Euclidean(Manifold):
         raise NotImplementedError(f"{self!r} has infinite volume: there is no uniform distribution; "
                                   "use sample_stationary for the stationary law N(0, scale² I)")
 
-    def drift(self, x):
-        """b(x) = −x (the OU drift; with scale s the noise is √2·s dB, see the module docstring)."""
-        x = self.validate(x, "x")
-        return -x
+    def _forward_process(self):
+        """b(x) = −x, D = s² (dx = −x dt + √2·s dB), stationary N(0, s² I)."""
+        return Process(drift=torch.neg, drift_divergence=-float(self.d), diffusion=self.scale ** 2,
+                       log_stationary=self._log_reference)
+
+    def _first_eigenvalue(self):
+        return 1.0
+
+    def _walk_step(self, y, process):
+        """(1 + h) y + 2Dh s + √(2Dh) ξ: the walk with −b(y) = y and exp_y(v) = y + v."""
+        increment = coordinate_walk_increment(y, process.diffusion)
+
+        def step(y, score, h, gen, k):
+            return increment(y, score, h, gen).add_(y, alpha=1 + h)
+        return step
+
+    def _tangent_noise(self, x, gen):
+        return self._ambient_tangent_noise(x, gen)
+
+    def _tangent_frame(self, x):
+        eye = torch.eye(self.d, dtype=x.dtype, device=x.device)
+        return eye.expand(x.shape[0], self.d, self.d)
 
     def sample_stationary(self, n, rng=None, dtype=torch.float64, device=None):
         """``n`` draws from N(0, s² I): shape (n, d)."""
@@ -225,6 +258,35 @@ class Euclidean(Manifold):
 
     def _index_embedding(self):
         return _OUEmbedding()
+
+    def _sample_heat_kernel(self, x0, t, gen):
+        """e^{−t} x0 + s √(1 − e^{−2t}) N(0, I)."""
+        z = randn(gen, x0.shape, dtype=x0.dtype, device=x0.device)
+        tc = t.reshape(-1, 1)
+        return torch.exp(-tc) * x0 + self.scale * torch.sqrt(-torch.expm1(-2 * tc)) * z
+
+    _default_levels = 6
+    _bases = BASES
+
+    def _product_rule(self, n_levels):
+        """∇φ_m·∇φ_n has degree ≤ 2L − 4: 2L − 3 levels; Gauss–Hermite with 2L − 2 nodes per
+        axis is exact to degree 4L − 5."""
+        return max(2 * n_levels - 3, 1), max(2 * n_levels - 2, 1)
+
+    def quadrature(self, n):
+        """Tensor Gauss–Hermite (probabilists') with n nodes per axis, weights divided by the
+        reference density: Σ w f = ∫ f dx exactly for f = N(0, s² I) × a polynomial of degree
+        ≤ 2n − 1 per axis."""
+        n = check_positive_int(n, "n")
+        x, wx = np.polynomial.hermite_e.hermegauss(n)
+        s, d = self.scale, self.d
+        grids = np.meshgrid(*([x] * d), indexing="ij")
+        pts = np.stack([a.ravel() for a in grids], axis=1)
+        wgrid = np.meshgrid(*([wx] * d), indexing="ij")
+        w = np.prod(np.stack([a.ravel() for a in wgrid], axis=1), axis=1)
+        # hermegauss integrates against e^{−u²/2}: divide it out, then change variables x = s u.
+        w = w * np.exp(0.5 * (pts**2).sum(axis=1)) * s**d
+        return torch.as_tensor(pts * s), torch.as_tensor(w)
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import OUBackend

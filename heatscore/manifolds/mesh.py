@@ -16,6 +16,8 @@ Spectrum: robust-laplacian gives the stiffness S (positive semi-definite) and th
 the generator is −M⁻¹S and the eigenpairs solve S φ = λ M φ with φᵀ M φ = I.
 """
 
+import hashlib
+import math
 import os
 import warnings
 import weakref
@@ -61,6 +63,12 @@ EIGEN_ZERO_RTOL = 1e-12
 #: Located point batches remembered per mesh (weak references, keyed by tensor identity).
 LOCATION_CACHE_SIZE = 8
 
+#: Forward sampling (a geodesic random walk): each step's standard deviation √(2h) per axis is at
+#: most this fraction of the mean edge length. The walk's generator matches the surface Laplacian
+#: to O(h) inside faces and to first order across edges, so moments carry a bias of a few percent
+#: at this step; the tests allow for it.
+MESH_WALK_STEP = 0.25
+
 #: float64 entries ``pairwise_dist`` budgets per (x, y) pair when it sizes its row chunks.
 PAIR_ENTRIES = 96
 
@@ -89,6 +97,8 @@ class TriangleMesh(Manifold):
     dim = 2
     point_shape = (3,)
     ambient_shape = (3,)
+    smooth_scores = False
+    discrete = True
     _deviation_name = "distance to the surface / bounding-box diagonal"
 
     def __init__(self, V, F):
@@ -117,6 +127,7 @@ class TriangleMesh(Manifold):
         self._locator = FaceLocator(V, F)
         self.bounding_box_diagonal = self._locator.diagonal
         self._tables = {}
+        self._digest = None
         self._locations = []
         self._log_maps = None
         self._laplacian = None
@@ -135,6 +146,35 @@ class TriangleMesh(Manifold):
 
     def __repr__(self):
         return f"TriangleMesh(n_vertices={len(self._V)}, n_faces={len(self._F)})"
+
+    def _key(self):
+        """A digest of the vertex and face arrays (meshes with the same V and F are equal)."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            for a in (self._V, self._F):
+                h.update(str(a.shape).encode())
+                h.update(np.ascontiguousarray(a).tobytes())
+            self._digest = h.hexdigest()
+        return (self._digest,)
+
+    def _spec(self):
+        return {"kind": "TriangleMesh"}, {"mesh_vertices": self._V, "mesh_faces": self._F}
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        return cls(arrays["mesh_vertices"], arrays["mesh_faces"])
+
+    cli_name = "mesh"
+    plot_view = "mesh"
+
+    def _column_names(self):
+        return ("x", "y", "z")
+
+    def _features(self, x):
+        """(x − centre)/diagonal of the bounding box."""
+        v = self.vertices.to(device=x.device, dtype=x.dtype)
+        centre = 0.5 * (v.min(dim=0).values + v.max(dim=0).values)
+        return (x - centre) / self.bounding_box_diagonal
 
     # --- location ----------------------------------------------------------------------------
     def _table(self, device):
@@ -383,7 +423,38 @@ class TriangleMesh(Manifold):
         frames = self._table(x.device).frames[f]
         return torch.einsum("nk,nkd->nd", z, frames).to(x.dtype)
 
+    def _sample_heat_kernel(self, x0, t, gen):
+        """Geodesic random walk y ← exp_y(√(2h_i) ξ_i), ξ_i ~ N(0, I) in the face plane.
+
+        Every point takes the same number of steps, ⌈max t / h_max⌉ with h_max =
+        (MESH_WALK_STEP·ē)²/2, each with its own step h_i = t_i / n_steps ≤ h_max. All points
+        move at every step, and ``exp`` returns them already located on their faces, so no point
+        is searched for again after the start.
+        """
+        h_max = 0.5 * (MESH_WALK_STEP * self.mean_edge_length) ** 2
+        n_steps = max(1, math.ceil(float(t.max()) / h_max))
+        scale = torch.sqrt(2 * t / n_steps).reshape(-1, 1)
+        y = x0
+        for _ in range(n_steps):
+            y = self._exp(y, scale * self._random_tangent_normal(y, gen))
+        return y
+
     # --- spectrum ----------------------------------------------------------------------------
+    def _first_eigenvalue(self):
+        """The first positive eigenvalue: one eigenvalue per connected component is zero."""
+        lam = self.__dict__.get("_lambda1")
+        if lam is None:
+            lam = self.__dict__["_lambda1"] = float(
+                self.eigenpairs(self.n_components + 1).eigenvalues[-1])
+        return lam
+
+    _default_levels = 100
+
+    def quadrature(self, n=None):
+        """The vertices with the lumped mass (``n`` ignored): exact for P1 functions' integrals
+        against the lumped mass M."""
+        return self.vertices.clone(), torch.as_tensor(self.mass.diagonal()).to(torch.float64)
+
     def _make_heat_backend(self):
         from heatscore.manifolds._mesh_kernel import MeshBackend
         return MeshBackend(self)

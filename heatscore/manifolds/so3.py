@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from heatscore._validation import as_generator, randn
+from heatscore._validation import as_generator, check_positive_int, randn
 from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rows_per_chunk
 
 __all__ = ["SO3", "SO3Eigenpairs", "wigner_d_real", "hat", "vee_skew", "rotation_from_vector",
@@ -331,6 +331,20 @@ class _QuaternionEmbedding(IndexEmbedding):
         return 4 * np.arcsin(np.minimum(c / 2, 1.0))
 
 
+def _rz(a):
+    """(n, 3, 3) rotations about z by the angles a (numpy)."""
+    c, s = np.cos(a), np.sin(a)
+    o, z = np.ones_like(a), np.zeros_like(a)
+    return np.stack([np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2)
+
+
+def _ry(b):
+    """(n, 3, 3) rotations about y by the angles b (numpy)."""
+    c, s = np.cos(b), np.sin(b)
+    o, z = np.ones_like(b), np.zeros_like(b)
+    return np.stack([np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2)
+
+
 class SO3(Manifold):
     """SO(3) with g(U, V) = ½ tr(UᵀV): dist = rotation angle, volume 8π², dim 3.
 
@@ -348,6 +362,22 @@ class SO3(Manifold):
 
     def __repr__(self):
         return "SO3()"
+
+    def _key(self):
+        return ()
+
+    def _spec(self):
+        return {"kind": "SO3"}, {}
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        return cls()
+
+    cli_name = "so3"
+    plot_view = "so3"
+
+    def _column_names(self):
+        return tuple(f"r{i}{j}" for i in range(1, 4) for j in range(1, 4))
 
     def _off_manifold(self, x):
         gram = torch.matmul(x.transpose(-1, -2), x) - torch.eye(3, dtype=x.dtype, device=x.device)
@@ -405,8 +435,39 @@ class SO3(Manifold):
         """Real Wigner-D eigenfunctions of levels l = 0..n_levels−1 (see :class:`SO3Eigenpairs`)."""
         return SO3Eigenpairs(self, self._check_levels(n_levels))
 
+    def _tangent_frame(self, x):
+        """E_i = R[e_i]× (g-orthonormal: |R[ω]×|_g = |ω|)."""
+        return _frame(x)
+
+    def _metric_coordinates(self, x, v):
+        """ω = vee(RᵀV) of V = R[ω]×: g(V, W) = ω·ω'."""
+        return vee_skew(torch.matmul(x.transpose(-1, -2), v))
+
     def _index_embedding(self):
         return _QuaternionEmbedding()
+
+    def _sample_heat_kernel(self, x0, t, gen):
+        from heatscore.manifolds._radial_sampling import sample_so3_angle
+
+        return self._exp_random_direction(x0, sample_so3_angle(t, x0.shape[0], gen), gen)
+
+    _default_levels = 5
+
+    def _product_rule(self, n_levels):
+        """Wigner-D products of degrees ≤ L − 1 have degree ≤ 2(L − 1): 2L − 1 levels; the Euler
+        rule with 2L nodes is exact to degree 4L − 1."""
+        return 2 * n_levels - 1, 2 * n_levels
+
+    def quadrature(self, n):
+        """ZYZ Euler angles: trapezoid in α, γ (2n nodes each) × Gauss–Legendre in cos β (n nodes),
+        dvol = sin β dα dβ dγ (total 8π²): exact for Wigner-D entries of degree ≤ 2n − 1."""
+        n = check_positive_int(n, "n")
+        z, wz = np.polynomial.legendre.leggauss(n)
+        ang = 2 * np.pi * np.arange(2 * n) / (2 * n)
+        A, Zb, G = np.meshgrid(ang, z, ang, indexing="ij")
+        w = np.broadcast_to(wz[None, :, None], A.shape) * (2 * np.pi / (2 * n)) ** 2
+        R = _rz(A.ravel()) @ _ry(np.arccos(Zb).ravel()) @ _rz(G.ravel())
+        return torch.as_tensor(R), torch.as_tensor(np.ascontiguousarray(w).ravel())
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import SO3Backend

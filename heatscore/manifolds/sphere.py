@@ -87,6 +87,29 @@ class Sphere(Manifold):
     def __repr__(self):
         return f"Sphere({self.dim})"
 
+    def _key(self):
+        return (self.dim,)
+
+    def _spec(self):
+        return {"kind": "Sphere", "dim": self.dim}, {}
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        return cls(spec["dim"])
+
+    def _features(self, x):
+        """The unit vector x/|x|."""
+        return _unit(x)
+
+    cli_name = "sphere"
+
+    @property
+    def plot_view(self):
+        return "sphere" if self.dim == 2 else None
+
+    def _column_names(self):
+        return ("x", "y", "z") if self.dim == 2 else super()._column_names()
+
     # --- geometry on validated, broadcast rows ---------------------------------------------
     def _off_manifold(self, x):
         return (torch.linalg.vector_norm(x, dim=-1) - 1.0).abs()
@@ -143,8 +166,58 @@ class Sphere(Manifold):
                 f"{self!r}.eigenpairs: spherical harmonics are implemented for Sphere(2) only")
         return SphericalHarmonics(self, n_levels)
 
+    def _tangent_frame(self, x):
+        """The columns of the Householder reflection H = I − 2wwᵀ/|w|², w = u + sign(u_k)e_k,
+        k = argmax |u_k| (u = x/|x|), other than column k (H is orthogonal, H e_k = −sign(u_k) u)."""
+        n = x.shape[0]
+        u = _unit(x)
+        k = u.abs().argmax(dim=1)
+        e_k = torch.nn.functional.one_hot(k, u.shape[1]).to(u.dtype)
+        sign = torch.where(u.gather(1, k[:, None]) >= 0, 1.0, -1.0).to(u.dtype)
+        w = u + sign * e_k
+        H = torch.eye(u.shape[1], dtype=u.dtype, device=u.device) - 2 * (
+            w[:, :, None] * w[:, None, :]) / (w * w).sum(dim=1)[:, None, None]
+        keep = ~e_k.bool()                                   # drop column k of each H
+        return H.transpose(1, 2)[keep].reshape(n, self.dim, u.shape[1])
+
+    def _smooth_curve(self, x, step):
+        """(x + step)/|x + step|: the normalised chord, twice differentiable at step = 0 (exp's
+        |step| is not)."""
+        y = x + step
+        return y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
+
+    def _walk_step(self, y, process):
+        """:class:`heatscore.manifolds._sphere_walk._SphereStep`: the step in closed form, ξ drawn
+        in the ambient space (exp_y keeps only its tangent part, isotropic in T_yM)."""
+        from heatscore.manifolds._sphere_walk import _SphereStep
+        return _SphereStep(y, process.diffusion)
+
+    def _tangent_noise(self, x, gen):
+        return self._ambient_tangent_noise(x, gen)
+
     def _index_embedding(self):
         return _ChordEmbedding(self.dim)
+
+    _default_levels = 16
+
+    def _product_rule(self, n_levels):
+        """Products of degree ≤ L − 1 harmonics have degree ≤ 2(L − 1): 2L − 1 levels; the rule
+        with 2L nodes is exact to degree 4L − 1."""
+        return (2 * n_levels - 1, 2 * n_levels) if self.dim == 2 else None
+
+    def quadrature(self, n):
+        """S²: Gauss–Legendre in cos θ (n nodes) × trapezoid in φ (2n nodes), exact for spherical
+        harmonics of degree ≤ 2n − 1."""
+        n = check_positive_int(n, "n")
+        if self.dim != 2:
+            raise NotImplementedError(f"{self!r}.quadrature: only Sphere(2) is implemented")
+        z, wz = np.polynomial.legendre.leggauss(n)
+        phi = 2 * np.pi * np.arange(2 * n) / (2 * n)
+        Z, P = np.meshgrid(z, phi, indexing="ij")
+        r = np.sqrt(1 - Z**2)
+        pts = np.stack([r * np.cos(P), r * np.sin(P), Z], axis=-1).reshape(-1, 3)
+        w = np.repeat(wz, 2 * n) * (2 * np.pi / (2 * n))
+        return torch.as_tensor(pts), torch.as_tensor(w)
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import SphereBackend
@@ -152,6 +225,13 @@ class Sphere(Manifold):
         if self.dim != 2:
             raise NotImplementedError(f"heat kernel on {self!r}: only Sphere(2) is implemented")
         return SphereBackend(self)
+
+    def _sample_heat_kernel(self, x0, t, gen):
+        from heatscore.manifolds._radial_sampling import sample_sphere_angle
+
+        if self.dim != 2:
+            raise NotImplementedError(f"exact heat-kernel sampling on {self!r}: only Sphere(2)")
+        return self._exp_random_direction(x0, sample_sphere_angle(t, x0.shape[0], gen), gen)
 
     def to_geomstats(self):
         """geomstats ``Hypersphere(dim)`` (numpy backend; convert points through numpy)."""

@@ -12,9 +12,10 @@ from heatscore._validation import (
     check_positive_int,
     check_shape,
     rand,
+    randn,
 )
 from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, broadcast_rows,
-                                      levels_from_eigenvalues)
+                                      coordinate_walk_increment, levels_from_eigenvalues)
 
 TWO_PI = 2.0 * math.pi
 
@@ -156,6 +157,33 @@ class Torus(Manifold):
     def __repr__(self):
         return f"Torus({self.d})"
 
+    def _key(self):
+        return (self.d,)
+
+    def _spec(self):
+        return {"kind": "Torus", "dim": self.d}, {}
+
+    @classmethod
+    def _from_spec(cls, spec, arrays):
+        return cls(spec["dim"])
+
+    def _features(self, x):
+        """(cos x, sin x): continuous across the wrap."""
+        return torch.cat([torch.cos(x), torch.sin(x)], dim=1)
+
+    @property
+    def _n_features(self):
+        return 2 * self.d
+
+    cli_name = "torus"
+
+    @property
+    def plot_view(self):
+        return "torus" if self.d == 2 else None
+
+    def _column_names(self):
+        return tuple(f"theta{i + 1}" for i in range(self.d))
+
     # --- geometry ---------------------------------------------------------------------------
     def _off_manifold(self, x):
         return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -211,6 +239,42 @@ class Torus(Manifold):
 
     def _index_embedding(self):
         return _PeriodicEmbedding()
+
+    def _walk_step(self, y, process):
+        """wrap(y + 2Dh s + √(2Dh) ξ)."""
+        increment = coordinate_walk_increment(y, process.diffusion)
+
+        def step(y, score, h, gen, k):
+            return wrap_angles(increment(y, score, h, gen).add_(y))
+        return step
+
+    def _tangent_noise(self, x, gen):
+        return self._ambient_tangent_noise(x, gen)
+
+    def _tangent_frame(self, x):
+        eye = torch.eye(self.d, dtype=x.dtype, device=x.device)
+        return eye.expand(x.shape[0], self.d, self.d)
+
+    def _sample_heat_kernel(self, x0, t, gen):
+        """x0 + √(2t) N(0, I), wrapped."""
+        z = randn(gen, x0.shape, dtype=x0.dtype, device=x0.device)
+        return wrap_angles(x0 + torch.sqrt(2 * t).reshape(-1, 1) * z)
+
+    _default_levels = 20
+
+    def _product_rule(self, n_levels):
+        """Fourier products e^{i(k ± k')x} have |k ± k'|² ≤ 4λ_max: the levels up to 4λ_max; the
+        grid with 4√λ_max + 2 points per axis is exact for the per-axis degrees ≤ 4√λ_max."""
+        lam_max = _lattice_eigenvalues(self.d, n_levels)[-1]
+        n_product = int(torch.count_nonzero(_sums_of_squares(self.d, 4 * lam_max)))
+        return n_product, 4 * math.isqrt(lam_max) + 2
+
+    def quadrature(self, n):
+        """The uniform grid of n^d points, exact for trigonometric polynomials of degree < n."""
+        n = check_positive_int(n, "n")
+        g = torch.arange(n, dtype=torch.float64) * (TWO_PI / n)
+        pts = torch.cartesian_prod(*([g] * self.d)).reshape(-1, self.d)
+        return pts, torch.full((pts.shape[0],), (TWO_PI / n) ** self.d, dtype=torch.float64)
 
     def _make_heat_backend(self):
         from heatscore.manifolds._heat_backends import TorusBackend

@@ -6,8 +6,8 @@ the ambient one, so for a tangent field s and a g-orthonormal frame E_i of T_xM
 
     div_M s(x) = Σ_i g(∇_{E_i} s, E_i) = Σ_i d/dε g_x(s(c_i(ε)), E_i) at ε = 0,
 
-c_i any curve with c_i(0) = x, c_i'(0) = E_i (``_curve``: exp_x(εE_i); on the sphere the
-normalised chord, twice differentiable at 0).
+c_i any curve with c_i(0) = x, c_i'(0) = E_i (the manifold's ``_smooth_curve``: exp_x(εE_i); on
+the sphere the normalised chord, twice differentiable at 0).
 
 The score is projected onto the tangent space before it is differentiated (a normal component
 would add a shape-operator term). ``exact`` evaluates the score once on n·dim points
@@ -20,22 +20,10 @@ one score evaluation on n points).
 import torch
 
 from heatscore._validation import as_float_tensor
-from heatscore.samplers._process import call_score, tangent_frame
+from heatscore.samplers._process import call_score
 
 #: ``exact`` divergence: at most this many replicated points per score evaluation (memory).
 MAX_REPLICATED_POINTS = 2**16
-
-
-def _curve(m, x, step):
-    """A curve through x with velocity ``step``/ε at ε = 0: exp_x(step), except on the sphere,
-    (x + step)/|x + step|, whose second derivatives at 0 are finite (exp's |step| is not twice
-    differentiable there), as training a network through its divergence needs."""
-    from heatscore.manifolds import Sphere
-
-    if isinstance(m, Sphere):
-        y = x + step
-        return y / torch.linalg.vector_norm(y, dim=1, keepdim=True)
-    return m._exp(x, step)
 
 
 def _directional(score_fn, m, x, directions, t, create_graph=False):
@@ -47,7 +35,7 @@ def _directional(score_fn, m, x, directions, t, create_graph=False):
     """
     eps = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device, requires_grad=True)
     shape = (-1,) + (1,) * (directions.ndim - 1)
-    y = _curve(m, x, eps.reshape(shape) * directions)
+    y = m._smooth_curve(x, eps.reshape(shape) * directions)
     raw = call_score(score_fn, m, y, t)
     if not raw.requires_grad:
         raise ValueError("divergence='exact' or 'hutchinson' differentiates score_fn by autograd, "
@@ -62,7 +50,7 @@ def _directional(score_fn, m, x, directions, t, create_graph=False):
 def exact_divergence(score_fn, m, x, t, create_graph=False):
     """(s_t(x) (n, *ambient), div_M s_t(x) (n,)) over a g-orthonormal frame: n·dim score
     evaluations, in chunks of at most MAX_REPLICATED_POINTS points. ``t`` a float or (n,)."""
-    frame = tangent_frame(m, x)                                           # (n, k, *ambient)
+    frame = m._tangent_frame(x)                                           # (n, k, *ambient)
     n, k = frame.shape[:2]
     step = max(1, MAX_REPLICATED_POINTS // k)
     per_row = isinstance(t, torch.Tensor) and t.ndim == 1

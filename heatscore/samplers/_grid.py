@@ -55,28 +55,15 @@ def time_grid(T, t_end, n_steps, kind="uniform"):
     return times
 
 
-def first_positive_eigenvalue(m):
-    """λ_1 of ``m``: its smallest positive Laplace–Beltrami eigenvalue (one per connected component
-    on a mesh is zero)."""
-    from heatscore.manifolds import TriangleMesh
-
-    if isinstance(m, TriangleMesh):
-        eigenvalues = m.eigenpairs(m.n_components + 1).eigenvalues
-        return float(eigenvalues[-1])
-    ep = m.eigenpairs(2)
-    return float(ep.eigenvalues[ep.levels == 1][0])
-
-
 def default_times(m, t_end, n_steps=1000, kind="geometric"):
     """A grid scaled by the geometry: T = DEFAULT_MIXING/λ_1 down to ``t_end`` in ``n_steps``.
 
-    λ_1 is the first positive eigenvalue of ``m`` (``m.eigenpairs(2)``; 1 on R^d), so the same
+    λ_1 is the first positive eigenvalue of ``m`` (``m._first_eigenvalue()``; 1 on R^d), so the same
     surface in other units gets the same grid in its own units. ``t_end`` is explicit: a score
     with components at diffusion time t_j is only sampled faithfully down to a multiple of t_j.
     Returns ``time_grid(T, t_end, n_steps, kind)``.
     """
-    lam = first_positive_eigenvalue(m)
-    return time_grid(DEFAULT_MIXING / lam, t_end, n_steps, kind)
+    return time_grid(DEFAULT_MIXING / m._first_eigenvalue(), t_end, n_steps, kind)
 
 
 def check_times(times, name="times", decreasing=True):

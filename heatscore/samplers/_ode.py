@@ -17,24 +17,21 @@ import torch
 from heatscore._validation import as_float_tensor, as_generator
 from heatscore.samplers._divergence import score_and_divergence
 from heatscore.samplers._grid import check_times
-from heatscore.samplers._process import call_score, process_of
+from heatscore.samplers._process import call_score
 
 DIVERGENCE_METHODS = ("exact", "hutchinson")
 
 
 def _reject_meshes(m, name):
-    from heatscore.manifolds import TriangleMesh
-
-    if isinstance(m, TriangleMesh):
+    if not m.smooth_scores:
         raise ValueError(f"{name} is not available on {m!r}: the score of a P1 (piecewise-linear) "
                          "density jumps across edges, so the probability-flow ODE and its "
                          "divergence are not defined there; use reverse_sde")
 
 
 def _velocity(process, x, score):
-    """v = b(x) − D·s = r·x − D·s."""
-    v = -process.diffusion * score
-    return v.add_(x, alpha=process.drift_rate) if process.drift_rate else v
+    """v = b(x) − D·s."""
+    return process.drift(x).sub_(score, alpha=process.diffusion)
 
 
 def _heun(m, x, dt, k1, velocity_at):
@@ -65,7 +62,7 @@ def probability_flow(m, score_fn, x_T, times, return_trajectory=False):
     """
     _reject_meshes(m, "probability_flow")
     steps = check_times(times, "times", decreasing=True)
-    process = process_of(m)
+    process = m._forward_process()
     x = m.validate(x_T, "x_T")
 
     def velocity(y, t):
@@ -117,7 +114,7 @@ def log_likelihood(m, score_fn, x, times, log_p_T=None, divergence="exact", rng=
                          f"found {divergence!r}")
     if log_p_T is not None and not callable(log_p_T):
         raise TypeError(f"log_p_T must be a callable x -> (n,) or None, found {type(log_p_T).__name__}")
-    process = process_of(m)
+    process = m._forward_process()
     x = m.validate(x, "x")
     gen = as_generator(rng, x.device)
 

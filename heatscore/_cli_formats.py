@@ -1,4 +1,4 @@
-"""Data and model files of the ``heatscore`` command: CSV points on S^d, T^d, SO(3) and meshes.
+"""CSV data files of the ``heatscore`` command: points on S^d, T^d, SO(3) and meshes.
 
 Reading (``read_points``): comment lines (first non-blank character ``#``) and blank lines are
 skipped; the first remaining row is a header when none of its fields is a number (the bundled
@@ -17,22 +17,19 @@ q/|q|, the nearest surface point on a mesh); the largest deviation, in the manif
 the surface / bounding-box diagonal) is reported, and a row beyond ``PROJECT_RTOL`` is refused.
 
 Every problem raises :class:`DataError`, one line naming the file, the line and what was wrong.
-Writing goes to a temporary name in the target folder, then ``os.replace`` (``atomic_write``).
-Models are the estimator's own ``.npz`` (no pickle) with the data format added as JSON.
+Writing is atomic (``heatscore._files``).
 """
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
-import tempfile
-import zipfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from heatscore._files import atomic_write
 
 #: Largest deviation from the manifold that a loaded row may have and still be projected onto it
 #: (relative: the radius of the unit sphere, a rotation's unit scale, the mesh's bounding-box
@@ -56,8 +53,6 @@ ANGLE_UNITS = ("deg", "rad")
 ANGLE_RANGES = ("signed", "unsigned")
 #: Output number format: 12 significant digits (round-trips far below PROJECT_RTOL).
 NUMBER_FORMAT = "%.12g"
-#: Name of the data-format entry added to a saved model's .npz.
-FORMAT_ENTRY = "cli_format.npy"
 
 
 class DataError(ValueError):
@@ -88,21 +83,17 @@ class DataFormat:
         return cls(**d)
 
 
+#: The format of points as each command-line manifold holds them (``default_format``).
+DEFAULT_FORMATS = {"sphere": {"kind": "xyz"}, "torus": {"kind": "angles", "angles": "rad",
+                                                       "angle_range": "unsigned"},
+                   "so3": {"kind": "matrix"}, "mesh": {"kind": "mesh_xyz"}}
+
+
 def default_format(m):
     """The format of a model saved from Python (points as the manifold holds them)."""
-    from heatscore.manifolds import SO3, Sphere, Torus, TriangleMesh
-
-    if isinstance(m, Sphere):
-        names = XYZ_NAMES if m.dim == 2 else tuple(f"x{i + 1}" for i in range(m.dim + 1))
-        return DataFormat("xyz", header=names)
-    if isinstance(m, Torus):
-        return DataFormat("angles", header=tuple(f"theta{i + 1}" for i in range(m.dim)),
-                          angles="rad", angle_range="unsigned")
-    if isinstance(m, SO3):
-        return DataFormat("matrix", header=tuple(f"r{i}{j}" for i in range(1, 4) for j in range(1, 4)))
-    if isinstance(m, TriangleMesh):
-        return DataFormat("mesh_xyz", header=XYZ_NAMES)
-    raise DataError(f"the command line handles sphere, torus, so3 and mesh models, found {m!r}")
+    if m.cli_name not in DEFAULT_FORMATS:
+        raise DataError(f"the command line handles sphere, torus, so3 and mesh models, found {m!r}")
+    return DataFormat(header=m._column_names(), **DEFAULT_FORMATS[m.cli_name])
 
 
 # --- reading tables ------------------------------------------------------------------------------
@@ -265,7 +256,7 @@ def _read_sphere(name, header, lines, V, manifold):
     P = V[:, cols]
     dim = 2 if kind == "latlon" else len(cols) - 1
     m = Sphere(dim) if manifold is None else manifold
-    if not isinstance(m, Sphere) or m.dim != dim:
+    if m != Sphere(dim):
         raise DataError(f"{name}: points on S^{dim} do not fit the model's {m!r}")
     if kind == "latlon":
         lat, lon = P[:, 0], P[:, 1]
@@ -294,7 +285,7 @@ def _read_torus(name, header, lines, V, angles, angle_range, manifold):
         raise DataError(f"--angle-range must be signed or unsigned, found {angle_range!r}")
     d = V.shape[1]
     m = Torus(d) if manifold is None else manifold
-    if not isinstance(m, Torus) or m.dim != d:
+    if m != Torus(d):
         raise DataError(f"{name}: {d} angle columns do not fit the model's {m!r}")
     half = 180.0 if angles == "deg" else math.pi
     lo, hi = {"signed": (-half, half), "unsigned": (0.0, 2 * half), None: (-half, 2 * half)}[angle_range]
@@ -408,7 +399,6 @@ def write_csv(path, A, header=None):
     atomic_write(path, write, text=True)
 
 
-# --- output files --------------------------------------------------------------------------------
 def check_output(path, option="-o"):
     """``DataError`` unless ``path`` can be written: its folder exists and it is not a folder."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -416,74 +406,3 @@ def check_output(path, option="-o"):
         raise DataError(f"{option} {path}: the folder {directory} does not exist")
     if os.path.isdir(path):
         raise DataError(f"{option} {path}: is a folder, expected a file name")
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def temporary_path(path):
-    """Yield a temporary file name next to ``path``; on success rename it to ``path``.
-
-    On any failure the temporary file is removed and ``path`` is left as it was.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())              # mkstemp's 0600 -> the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write(path, write, text=False):
-    """Call ``write(file object)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    with temporary_path(path) as tmp:
-        with open(tmp, "w" if text else "wb", **({"encoding": "utf-8", "newline": ""} if text else {})) as fh:
-            write(fh)
-
-
-# --- models --------------------------------------------------------------------------------------
-def save_model(est, fmt, path):
-    """``est.save`` (npz, no pickle) with the data format ``fmt`` added as a JSON entry; atomic."""
-    entry = io.BytesIO()
-    np.save(entry, np.frombuffer(fmt.to_json().encode(), dtype=np.uint8), allow_pickle=False)
-    with temporary_path(path) as tmp:
-        est.save(tmp)
-        with zipfile.ZipFile(tmp, "a") as zf:
-            zf.writestr(FORMAT_ENTRY, entry.getvalue())
-
-
-def is_model_file(path):
-    """True when ``path`` starts like a zip (.npz) archive."""
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
-def load_model(path):
-    """``(DiffusionKernelSmoother, DataFormat)`` from a file written by ``save_model`` (or by
-    ``est.save``: then the manifold's default format)."""
-    from heatscore.estimators import DiffusionKernelSmoother
-
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such model file")
-    if not is_model_file(path):
-        raise DataError(f"{path}: not a heatscore model (.npz written by heatscore fit)")
-    try:
-        est = DiffusionKernelSmoother.load(path)
-        with np.load(path, allow_pickle=False) as z:
-            entry = z[FORMAT_ENTRY[:-4]] if FORMAT_ENTRY[:-4] in z.files else None
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable heatscore model ({exc})") from None
-    fmt = default_format(est.manifold) if entry is None else DataFormat.from_json(entry.tobytes().decode())
-    return est, fmt
