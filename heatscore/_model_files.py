@@ -13,6 +13,9 @@ from heatscore._files import temporary_path
 
 #: Name of the data-format entry added to a saved model's .npz.
 FORMAT_ENTRY = "cli_format.npy"
+#: The data formats (``DataFormat.kind``) that write points of each command-line manifold.
+FORMAT_KINDS = {"sphere": ("latlon", "xyz"), "torus": ("angles",), "so3": ("matrix", "quaternion"),
+                "mesh": ("mesh_xyz",)}
 
 
 def save_model(est, fmt, path):
@@ -36,16 +39,27 @@ def is_model_file(path):
 
 def load_model(path):
     """``(DiffusionKernelSmoother, DataFormat)`` from a file written by ``save_model`` (or by
-    ``est.save``: then the manifold's default format)."""
+    ``est.save``: then the manifold's default format). ``DataError`` for a missing file, a folder,
+    another kind of file, or a model whose arrays ``DiffusionKernelSmoother.load`` refuses."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder, expected a model file (.npz written by heatscore fit)")
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such model file")
     if not is_model_file(path):
         raise DataError(f"{path}: not a heatscore model (.npz written by heatscore fit)")
     try:
-        est = DiffusionKernelSmoother.load(path)
+        est = DiffusionKernelSmoother.load(path)     # names the file and the array it refuses
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    entry = FORMAT_ENTRY[:-4]
+    try:
         with np.load(path, allow_pickle=False) as z:
-            entry = z[FORMAT_ENTRY[:-4]] if FORMAT_ENTRY[:-4] in z.files else None
-    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable heatscore model ({exc})") from None
-    fmt = default_format(est.manifold) if entry is None else DataFormat.from_json(entry.tobytes().decode())
+            if entry not in z.files:
+                return est, default_format(est.manifold)
+            fmt = DataFormat.from_json(z[entry].tobytes().decode())
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: array {entry!r} is not a data format ({exc})") from None
+    if fmt.kind not in FORMAT_KINDS.get(est.manifold.cli_name, ()):
+        raise DataError(f"{path}: array {entry!r} holds the format {fmt.kind!r}, which does not "
+                        f"write points on {est.manifold!r}")
     return est, fmt

@@ -1,17 +1,20 @@
 """The ``heatscore`` command: from a CSV of points to a model, samples, likelihoods and pictures.
 
-    heatscore fit DATA --manifold sphere|torus|so3|mesh:PATH [--time auto|multiscale|T] -o MODEL
+    heatscore fit DATA --manifold sphere|sphere:D|torus|so3|mesh:PATH [--time auto|multiscale|T]
+                  [--columns A,B] [--angles deg|rad] -o MODEL
     heatscore sample MODEL -n N [--sampler exact|reverse|ode] [--steps K] -o OUT
     heatscore evaluate MODEL DATA [--per-point OUT]
-    heatscore plot MODEL|DATA -o PNG [--view density|globe|samples|paths]
+    heatscore plot MODEL|DATA -o PNG|PDF|SVG [--view density|globe|samples|paths] [--no-coastlines]
     heatscore bench earth [--datasets ...] [--seeds N]
     heatscore bench mesh [--full]
     heatscore demo [-o DIR] [--full]
 
 Data formats are described in :mod:`heatscore._cli_formats` (and ``heatscore fit --help``). A user's
 error is one line on stderr (``heatscore: error: ...``) and exit status 1 (2 for a wrong option);
-no traceback (set HEATSCORE_DEBUG=1 to see one) and no library warnings. Outputs are written to
-a temporary name and renamed. Long loops show a progress bar when stderr is a terminal.
+no traceback (set HEATSCORE_DEBUG=1 to see one). Library warnings are not shown, except
+TruncationWarning and DegenerateDataWarning, each printed once as a one-line note on stderr when
+it is raised. Outputs are written to a temporary name and renamed. Long loops show a progress bar
+when stderr is a terminal.
 """
 
 import argparse
@@ -61,6 +64,19 @@ def _positive_float(text):
     return _parsed(text, float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 
 
+def _nonnegative_float(text):
+    return _parsed(text, float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+
+
+def _columns(text):
+    from heatscore._cli_formats import parse_columns
+
+    try:
+        return parse_columns(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _time_option(text):
     if text in ("auto", "multiscale"):
         return text
@@ -77,18 +93,20 @@ def _note(message):
     print(f"heatscore: {message}", file=sys.stderr)
 
 
-def _report_projection(path, m, deviation):
-    if deviation is not None:
-        from heatscore._cli_formats import PROJECT_RTOL
-
-        _note(f"projected the points of {os.path.basename(path)} onto {m!r}: largest deviation "
-              f"{deviation[0]:.2e} ({deviation[1]}; rows beyond {PROJECT_RTOL:g} are refused)")
+def _time_unit(m):
+    """The unit of diffusion times on ``m``, as printed after a time."""
+    return " mesh units²" if m.cli_name == "mesh" else ""
 
 
 def _format_options(p, fitting):
+    p.add_argument("--columns", type=_columns, default=None, metavar="A,B",
+                   help="the columns to read: header names or 1-based numbers, comma-separated, "
+                        "in the order the format takes them (default: the columns the header "
+                        "names, e.g. lat,lon, else all)")
     p.add_argument("--angles", choices=("deg", "rad"),
-                   help="torus: the unit of the angle columns" + (" (required)" if fitting else
-                                                                 " (default: the model's)"))
+                   help="the unit of angle columns: torus angles" + (" (required)" if fitting else
+                                                                    "") + "; sphere latitude, "
+                        "longitude (default deg" + ("" if fitting else ", or the model's") + ")")
     p.add_argument("--angle-range", choices=("signed", "unsigned"),
                    help="torus: angles in (-180, 180] (signed) or [0, 360) (unsigned); default: "
                         "signed when the file holds a negative angle")
@@ -104,29 +122,29 @@ def _progress_chunks(n, label):
 
 
 # --- fit ---------------------------------------------------------------------------------------
-def _read_data(args, kind, mesh=None, manifold=None, fmt=None):
+def _read_data(args, kind, manifold=None, fmt=None):
+    """(manifold, points, data format) of ``args.data``; its notes are printed."""
     from heatscore._cli_formats import read_points
 
     angles = args.angles or (fmt.angles if fmt is not None else None)
     quat_order = args.quat_order or (fmt.quat_order if fmt is not None else None)
-    m, X, data_fmt, dev = read_points(args.data, kind, mesh=mesh, angles=angles,
-                                      angle_range=args.angle_range, quat_order=quat_order,
-                                      manifold=manifold)
-    _report_projection(args.data, m, dev)
+    m, X, data_fmt, notes = read_points(args.data, kind, manifold=manifold, angles=angles,
+                                        angle_range=args.angle_range, quat_order=quat_order,
+                                        columns=args.columns)
+    for note in notes:
+        _note(note)
     return m, X, data_fmt
 
 
 def _fit(args):
-    from heatscore._cli_formats import DataError, check_output, load_mesh, parse_manifold
+    from heatscore._cli_formats import DataError, check_output, parse_manifold
     from heatscore._model_files import save_model
     from heatscore.estimators import DiffusionKernelSmoother
 
     check_output(args.output)
-    kind, mesh_path = parse_manifold(args.manifold)
-    mesh = load_mesh(mesh_path) if kind == "mesh" else None
     if args.levels is not None and not args.shrinkage:
         raise DataError("--levels sets the levels of the shrunk expansion: it needs --shrinkage")
-    m, X, fmt = _read_data(args, kind, mesh)
+    m, X, fmt = _read_data(args, *parse_manifold(args.manifold))
     est = DiffusionKernelSmoother(m, time=args.time, t_min=args.t_min, shrinkage=args.shrinkage,
                                   n_levels=args.levels)
     try:
@@ -134,7 +152,7 @@ def _fit(args):
     except ValueError as exc:                       # name the option, not the Python argument
         raise DataError(str(exc).replace("pass n_levels", "pass --levels N")) from None
     save_model(est, fmt, args.output)
-    times = ", ".join(f"{t:.3g}" for t in est.times_.tolist())
+    times = ", ".join(f"{t:.3g}" for t in est.times_.tolist()) + _time_unit(m)
     what = f"t* = {times}" if len(est.times_) == 1 else f"{len(est.times_)} times ({times})"
     print(f"fitted {m!r} to {X.shape[0]} points: {what}; wrote {args.output}")
     return 0
@@ -142,10 +160,19 @@ def _fit(args):
 
 # --- sample ------------------------------------------------------------------------------------
 def _sampler_times(est, args):
+    """The reverse/ODE grid: geometric from T down to ``--t-end`` (default T_END_FRACTION × the
+    smallest fitted time); ``--t-end 0`` (the fitted density itself: the model's scores hold at
+    every t >= 0) takes its last step from T_END_FRACTION × the smallest time to 0."""
+    import torch
+
     from heatscore.samplers import default_times
 
-    t_end = args.t_end if args.t_end is not None else T_END_FRACTION * float(est.times_.min())
-    return default_times(est.manifold, t_end, n_steps=args.steps)
+    t_near = T_END_FRACTION * float(est.times_.min())
+    if args.t_end != 0:
+        return default_times(est.manifold, t_near if args.t_end is None else args.t_end,
+                             n_steps=args.steps)
+    head = default_times(est.manifold, t_near, n_steps=max(1, args.steps - 1))
+    return torch.cat([head, head.new_zeros(1)])
 
 
 def _draw(est, args, n, trajectory=False):
@@ -209,7 +236,7 @@ def _evaluate(args):
         check_output(args.per_point, "--per-point")
     est, fmt = load_model(args.model)
     m = est.manifold
-    _, X, data_fmt = _read_data(args, m.cli_name, mesh=m, manifold=m, fmt=fmt)
+    _, X, data_fmt = _read_data(args, m.cli_name, manifold=m, fmt=fmt)
     bar = _progress_chunks(X.shape[0], "evaluate")
     parts = []
     for s in range(0, X.shape[0], CHUNK):
@@ -229,10 +256,11 @@ def _evaluate(args):
 # --- plot --------------------------------------------------------------------------------------
 def _plot(args):
     from heatscore import plotting
-    from heatscore._cli_formats import DataError, check_output, load_mesh, parse_manifold
+    from heatscore._cli_formats import DataError, check_output, parse_manifold
     from heatscore._model_files import is_model_file, load_model
 
     check_output(args.output)
+    plotting.image_format(args.output, f"-o {args.output}")
     kw = {"dpi": args.dpi}
     if args.size is not None:
         kw["size"] = (args.size[0] / args.dpi, args.size[1] / args.dpi)
@@ -246,13 +274,14 @@ def _plot(args):
             raise DataError(f"{args.input} is a data file: pass --manifold (or give a model file)")
         if args.view in ("samples", "paths"):
             raise DataError(f"--view {args.view} needs a model file, found the data file {args.input}")
-        kind, mesh_path = parse_manifold(args.manifold)
         args.data = args.input
-        m, X, fmt = _read_data(args, kind, load_mesh(mesh_path) if kind == "mesh" else None)
+        m, X, fmt = _read_data(args, *parse_manifold(args.manifold))
         est, log_density = None, None
-    plotting._kind(m)                                        # a manifold the pictures can draw
+    view = plotting._kind(m)                                 # a manifold the pictures can draw
+    if view == "sphere":
+        kw["coastlines"] = not args.no_coastlines
     if args.view == "globe":
-        if m.cli_name != "sphere":
+        if view != "sphere":
             raise DataError(f"--view globe draws S², found {m!r}")
         plotting.plot_sphere_globe(log_density, X, args.output, **kw)
     elif args.view == "samples":
@@ -310,7 +339,7 @@ def _demo(args):
     import numpy as np
     import torch
 
-    from heatscore.bench.earth import run, split
+    from heatscore.bench.earth import run, split, status
     from heatscore.datasets import load_earth
     from heatscore.estimators import DiffusionKernelSmoother
     from heatscore.manifolds import Sphere
@@ -326,7 +355,9 @@ def _demo(args):
         run(seeds=[0], t_mins=[1e-8], time_mode="multiscale")
     X = load_earth("fire")
     tr, va, _ = split(X.shape[0], 0)
+    status("fitting fire for the map ...")
     est = DiffusionKernelSmoother(Sphere(2), time="multiscale").fit(X[np.concatenate([tr, va])])
+    status("")
     path = os.path.join(args.output, "fire_density.png")
     plot_sphere_density(est.log_density, None, path, title="fire: multiscale heat-kernel density "
                         f"({len(est.times_)} diffusion times, t_min = {est.t_min_:.0e})")
@@ -336,11 +367,14 @@ def _demo(args):
 
 # --- the parser -----------------------------------------------------------------------------------
 DATA_HELP = """data files (CSV): lines starting with # are comments; a first row without numbers is a
-header. sphere: latitude,longitude in degrees (header lat/latitude and lon/long/longitude, or two
-columns) or x,y,z (header x,y,z, or three columns). torus: one angle per column, with --angles.
-so3: 9 columns (a 3x3 rotation matrix, row by row) or 4 (a quaternion, with --quat-order).
-mesh:PATH (an OBJ/PLY/OFF/STL file): x,y,z of points near the surface. Points within 1e-2 of the
-manifold are projected onto it (the largest deviation is reported); farther rows are refused."""
+header. The columns read are those --columns names (header names or 1-based numbers), else those
+the header names (other columns, text or not, are left out with a note), else all. sphere (S²):
+latitude,longitude in degrees, or radians with --angles rad (header lat/latitude and
+lon/long/longitude/lng, or two columns), or x,y,z (header x,y,z, or three columns); sphere:D:
+D+1 coordinates on S^D. torus: one angle per column, with --angles. so3: 9 columns (a 3x3
+rotation matrix, row by row) or 4 (a quaternion, with --quat-order). mesh:PATH (an
+OBJ/PLY/OFF/STL file): x,y,z of points near the surface. Points within 1e-2 of the manifold are
+projected onto it (the largest deviation is reported); farther rows are refused."""
 
 
 def _build_parser():
@@ -353,12 +387,14 @@ def _build_parser():
                          description="Fit DiffusionKernelSmoother to DATA and save it (.npz, no "
                          "pickle).", epilog=DATA_HELP)
     fit.add_argument("data", metavar="DATA", help="CSV of points")
-    fit.add_argument("--manifold", required=True, metavar="sphere|torus|so3|mesh:PATH")
+    fit.add_argument("--manifold", required=True, metavar="sphere|sphere:D|torus|so3|mesh:PATH")
     fit.add_argument("--time", type=_time_option, default="auto", metavar="auto|multiscale|T",
                      help="diffusion time: chosen by leave-one-out likelihood (auto), a mixture of "
-                          "times (multiscale) or a fixed positive number (default auto)")
+                          "times (multiscale) or a fixed positive number (default auto); on a "
+                          "mesh, times are in mesh units²")
     fit.add_argument("--t-min", type=_positive_float, default=None, metavar="T",
-                     help="smallest diffusion time searched (default 2e-8/lambda_1)")
+                     help="smallest diffusion time searched (default 2e-8/lambda_1; mesh units² "
+                          "on a mesh)")
     fit.add_argument("--shrinkage", action="store_true",
                      help="James-Stein shrinkage of the spectral coefficients (not on meshes)")
     fit.add_argument("--levels", type=_positive_int, default=None, metavar="N",
@@ -375,9 +411,10 @@ def _build_parser():
                             f"(default {default_sampler})")
         p.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, metavar="K",
                        help=f"steps of the reverse/ode samplers, geometric grid (default {DEFAULT_STEPS})")
-        p.add_argument("--t-end", type=_positive_float, default=None, metavar="T",
-                       help="end time of the reverse/ode samplers (default "
-                            f"{T_END_FRACTION:g} x the smallest fitted time)")
+        p.add_argument("--t-end", type=_nonnegative_float, default=None, metavar="T",
+                       help="end time (>= 0) of the reverse/ode samplers (default "
+                            f"{T_END_FRACTION:g} x the smallest fitted time; 0: the fitted "
+                            "density, the last step from that default to 0)")
         p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh)")
 
     sample = sub.add_parser("sample", help="draw samples from a fitted model",
@@ -397,17 +434,20 @@ def _build_parser():
     ev.add_argument("--per-point", metavar="OUT", default=None,
                     help="also write each point's log-density to this CSV")
 
-    plot = sub.add_parser("plot", help="draw a model's density or a data file (PNG)",
+    plot = sub.add_parser("plot", help="draw a model's density or a data file (PNG, PDF or SVG)",
                           description="Draw MODEL's density with its data, or the points of a "
                           "DATA file (with --manifold).", epilog=DATA_HELP)
     plot.add_argument("input", metavar="MODEL|DATA")
-    plot.add_argument("-o", "--output", required=True, metavar="PNG")
+    plot.add_argument("-o", "--output", required=True, metavar="FILE",
+                      help="picture to write: .png, .pdf or .svg (the format follows the extension)")
     plot.add_argument("--view", choices=("density", "globe", "samples", "paths"), default="density",
                       help="density (default): map / heat map / axis-angle view / surface; globe: "
                            "3-D globe (S²); samples: samples beside the data; paths: reverse-"
                            "process paths of a few particles")
     plot.add_argument("--manifold", default=None, metavar="sphere|torus|so3|mesh:PATH",
                       help="the manifold of a DATA file")
+    plot.add_argument("--no-coastlines", action="store_true",
+                      help="S² maps and globes: leave out the coastlines (Natural Earth 1:110m)")
     _format_options(plot, fitting=False)
     plot.add_argument("-n", type=_positive_int, default=None, metavar="N",
                       help=f"samples (--view samples, default {DEFAULT_PLOT_SAMPLES}) or "
@@ -449,14 +489,21 @@ def _one_line(exc):
 def main(argv=None):
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     args = _build_parser().parse_args(argv)
-    from heatscore._errors import TruncationWarning
+    from heatscore._errors import DegenerateDataWarning, TruncationWarning
 
-    notes = []
+    shown = set()
+
+    def show(message, category, *_args, **_kwargs):          # warnings.showwarning's signature
+        if issubclass(category, (TruncationWarning, DegenerateDataWarning)) \
+                and str(message) not in shown:
+            shown.add(str(message))
+            _note(f"note: {_one_line(message)}")
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
-            status = COMMANDS[args.command](args)
-        notes = sorted({str(w.message) for w in caught if issubclass(w.category, TruncationWarning)})
+            warnings.showwarning = show
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("heatscore: interrupted", file=sys.stderr)
         return 130
@@ -471,9 +518,6 @@ def main(argv=None):
         print(f"heatscore {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(set HEATSCORE_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_ERROR
-    for note in notes:
-        _note(f"note: {note}")
-    return status
 
 
 if __name__ == "__main__":

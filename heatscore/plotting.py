@@ -1,11 +1,13 @@
-"""Pictures (matplotlib, the ``plot`` extra; Agg backend, PNG files).
+"""Pictures (matplotlib, the ``plot`` extra; Agg backend; PNG, PDF or SVG files).
 
-Every function draws one figure of ``size`` inches at ``dpi`` (a PNG of size·dpi pixels exactly),
-writes it to a temporary name and renames it (no half-written file), and returns the path.
-``log_density`` arguments are callables X (n, *point_shape) -> (n,) log p, e.g. ``est.log_density``;
-maps show the top ``DYNAMIC_RANGE`` nats of log p (far from the data log p falls by hundreds).
+Every function draws one figure of ``size`` inches at ``dpi`` in the format its path's extension
+names (``IMAGE_FORMATS``; a PNG has size·dpi pixels exactly), writes it to a temporary name and
+renames it (no half-written file), and returns the path. ``log_density`` arguments are callables
+X (n, *point_shape) -> (n,) log p, e.g. ``est.log_density``; maps show the top ``DYNAMIC_RANGE``
+nats of log p (far from the data log p falls by hundreds).
 
-- S²: :func:`plot_sphere_density` (Mollweide, equal-area) and :func:`plot_sphere_globe` (3-D);
+- S²: :func:`plot_sphere_density` (Mollweide, equal-area) and :func:`plot_sphere_globe` (3-D),
+  with the bundled Natural Earth 1:110m coastlines (``coastlines=False`` leaves them out);
 - T²: :func:`plot_torus_density` (heat map on the angle square, Ramachandran style);
 - SO(3): :func:`plot_so3` (rotation axes on a Mollweide map coloured by rotation angle, over the
   axis marginal of the density, beside the angle marginal and a histogram of the data's angles);
@@ -16,17 +18,31 @@ maps show the top ``DYNAMIC_RANGE`` nats of log p (far from the data log p falls
 
 import contextlib
 import math
+import os
 
 import numpy as np
 import torch
 
 from heatscore._files import temporary_path
 from heatscore.datasets import latlon_to_unit, unit_to_latlon
+from heatscore.datasets._coastlines import load_coastlines
 
 #: Colour range of density maps, in nats below the maximum.
 DYNAMIC_RANGE = 12.0
 #: Colour map of densities (lightness increases with the density).
 DENSITY_CMAP = "magma"
+#: File formats, by the path's extension.
+IMAGE_FORMATS = ("png", "pdf", "svg")
+#: Data points over a density: a light face with a dark rim shows on every colour of the map;
+#: on a blank background, plain dots.
+DOTS_ON_DENSITY = {"c": "#3ee8ff", "edgecolors": "black", "linewidths": 0.3, "alpha": 0.9}
+DOTS_PLAIN = {"c": "tab:blue", "linewidths": 0, "alpha": 0.7}
+#: Coastlines over a density and on a blank map.
+COAST_ON_DENSITY = {"color": "0.85", "lw": 0.5, "alpha": 0.8}
+COAST_PLAIN = {"color": "0.45", "lw": 0.5}
+#: Latitude grid lines and labels of Mollweide maps (matplotlib's default ±75° labels run into
+#: the title).
+LATITUDE_TICKS = (-60, -30, 0, 30, 60)
 #: Torus heat maps: the map's axes rectangle (left, bottom, width, height, figure fractions) is
 #: fixed, so a pixel of the PNG maps to a pair of angles.
 TORUS_AXES = (0.13, 0.11, 0.66, 0.8)
@@ -51,6 +67,16 @@ def _require_matplotlib():
     return plt
 
 
+def image_format(path, name="path"):
+    """The format of a picture written to ``path`` ("png", "pdf" or "svg", from its extension);
+    ``ValueError`` naming ``name`` for any other extension."""
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if ext not in IMAGE_FORMATS:
+        raise ValueError(f"{name}: pictures are written as .png, .pdf or .svg (the format follows "
+                         f"the extension), found {os.path.basename(os.fspath(path))!r}")
+    return ext
+
+
 def _figure(plt, size, dpi):
     w, h = (float(s) for s in size)
     if not (w > 0 and h > 0 and dpi > 0):
@@ -59,8 +85,10 @@ def _figure(plt, size, dpi):
 
 
 @contextlib.contextmanager
-def _drawing(size, dpi):
-    """Yield (pyplot, a new figure of ``size`` inches at ``dpi``); the figure is closed after."""
+def _drawing(path, size, dpi):
+    """Yield (pyplot, a new figure of ``size`` inches at ``dpi``) for a picture at ``path`` (its
+    format checked first); the figure is closed after."""
+    image_format(path)
     plt = _require_matplotlib()
     fig = _figure(plt, size, dpi)
     try:
@@ -70,9 +98,10 @@ def _drawing(size, dpi):
 
 
 def _save(fig, path):
-    """Write ``fig`` as a PNG of exactly figsize·dpi pixels to ``path`` (atomic)."""
+    """Write ``fig`` to ``path`` in its extension's format (a PNG of exactly figsize·dpi pixels;
+    atomic)."""
     with temporary_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=fig.dpi)
+        fig.savefig(tmp, format=image_format(path), dpi=fig.dpi)
 
 
 def _evaluate(log_density, X):
@@ -91,6 +120,11 @@ def _colour_floor(logp):
 
 def _points(data):
     return None if data is None else torch.as_tensor(data, dtype=torch.float64).detach().cpu()
+
+
+def _dots(over_density, size):
+    """Scatter keywords of data points of ``size`` (points²) over a density or a blank view."""
+    return {"s": size, **(DOTS_ON_DENSITY if over_density else DOTS_PLAIN)}
 
 
 # --- S² -------------------------------------------------------------------------------------------
@@ -117,9 +151,22 @@ def _sphere_background(ax, log_density, n_lat, n_lon):
 
 def _mollweide(fig, *spec):
     ax = fig.add_subplot(*spec, projection="mollweide")
+    ax.set_yticks(np.radians(LATITUDE_TICKS))
     ax.grid(True, alpha=0.3)
     ax.set_xticklabels([])
     return ax
+
+
+def _joined(lines):
+    """One (k, 2) array of the (lon, lat) polylines with a NaN row between them."""
+    gap = np.full((1, 2), np.nan)
+    return np.concatenate([part for line in lines for part in (line, gap)])
+
+
+def _map_coastlines(ax, over_density):
+    """Draw the coastlines on a Mollweide axes."""
+    lon, lat = np.radians(_joined(load_coastlines())).T
+    ax.plot(lon, lat, **(COAST_ON_DENSITY if over_density else COAST_PLAIN))
 
 
 def _cells(n, size_px, cap):
@@ -128,25 +175,25 @@ def _cells(n, size_px, cap):
 
 
 def plot_sphere_density(log_density, data=None, path="density.png", title=None, size=(10, 5.4),
-                        dpi=100, n_lat=None, n_lon=None):
-    """Write a Mollweide PNG of log p with optional data points (n, 3); returns the path.
+                        dpi=100, n_lat=None, n_lon=None, coastlines=True):
+    """Write a Mollweide map of log p with optional data points (n, 3); returns the path.
 
     ``log_density``: a callable (n, 3) -> (n,), or None for the data points alone.
     ``n_lat`` × ``n_lon`` grid cells (default: from the picture's width, at most 180 × 360).
+    ``coastlines``: draw the Natural Earth 1:110m coastlines.
     """
-    with _drawing(size, dpi) as (plt, fig):
+    with _drawing(path, size, dpi) as (plt, fig):
         ax = _mollweide(fig, 111)
         if log_density is not None:
             n_lon = _cells(n_lon, size[0] * dpi, 360)
             mesh = _sphere_background(ax, log_density, _cells(n_lat, n_lon / 2 * CELL_PIXELS, 180), n_lon)
             fig.colorbar(mesh, ax=ax, orientation="horizontal", fraction=0.05, pad=0.06,
                          label="log density (nats, w.r.t. area)")
+        if coastlines:
+            _map_coastlines(ax, log_density is not None)
         X = _points(data)
         if X is not None:
-            lon, lat = _map_coords(X)
-            ax.scatter(lon, lat, s=1.5 if log_density is not None else 4,
-                       c="cyan" if log_density is not None else "tab:blue",
-                       alpha=0.6, linewidths=0)
+            ax.scatter(*_map_coords(X), **_dots(log_density is not None, 5))
         if title:
             ax.set_title(title)
         _save(fig, path)
@@ -154,14 +201,15 @@ def plot_sphere_density(log_density, data=None, path="density.png", title=None, 
 
 
 def plot_sphere_globe(log_density, data=None, path="globe.png", centre=None, title=None,
-                      size=(6, 6), dpi=100, n_lat=90, n_lon=180):
+                      size=(6, 6), dpi=100, n_lat=90, n_lon=180, coastlines=True):
     """Write a 3-D globe of log p (faces of an n_lat × n_lon latitude/longitude grid) with the data
-    points (n, 3) on the visible hemisphere; returns the path.
+    points (n, 3) and the coastlines (unless ``coastlines=False``) on the visible hemisphere;
+    returns the path.
 
     ``centre``: (latitude, longitude) in degrees facing the viewer; None: the densest grid cell
     (or the data's mean direction when ``log_density`` is None).
     """
-    with _drawing(size, dpi) as (plt, fig):
+    with _drawing(path, size, dpi) as (plt, fig):
         import matplotlib
         from matplotlib import cm, colors
 
@@ -190,12 +238,18 @@ def plot_sphere_globe(log_density, data=None, path="globe.png", centre=None, tit
                         linewidth=0, antialiased=False)
         elev, azim = float(centre[0]), float(centre[1])
         ax.view_init(elev=elev, azim=azim)
+        eye = latlon_to_unit(np.array([[elev, azim]]))[0].numpy()
+        if coastlines:
+            ll = _joined(load_coastlines())
+            C = latlon_to_unit(np.nan_to_num(ll[:, ::-1])).numpy() * 1.005
+            C[np.isnan(ll[:, 0]) | (C @ eye <= 0)] = np.nan          # breaks and the far side
+            ax.plot(C[:, 0], C[:, 1], C[:, 2], **(COAST_ON_DENSITY if log_density is not None
+                                                  else COAST_PLAIN))
         if X is not None:
-            eye = latlon_to_unit(np.array([[elev, azim]]))[0]
             P = (X / X.norm(dim=1, keepdim=True)).numpy()
-            front = P[P @ eye.numpy() > 0] * 1.01
-            ax.scatter(front[:, 0], front[:, 1], front[:, 2], s=2, c="cyan", alpha=0.8,
-                       linewidths=0, depthshade=False)
+            front = P[P @ eye > 0] * 1.01
+            ax.scatter(front[:, 0], front[:, 1], front[:, 2], depthshade=False,
+                       **_dots(log_density is not None, 5))
         ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
         ax.set_box_aspect((1, 1, 1), zoom=1.6)
         ax.set_axis_off()
@@ -239,7 +293,7 @@ def plot_torus_density(log_density, data=None, path="torus.png", degrees=True, s
     ``n_grid`` × ``n_grid`` cells (default: from the picture's width, at most 180).
     ``log_density``: a callable (n, 2) -> (n,), or None for the data points alone.
     """
-    with _drawing(size, dpi) as (plt, fig):
+    with _drawing(path, size, dpi) as (plt, fig):
         ax = fig.add_axes(TORUS_AXES)
         lo, hi = _torus_extent(degrees, signed)
         if log_density is not None:
@@ -251,8 +305,7 @@ def plot_torus_density(log_density, data=None, path="torus.png", degrees=True, s
         X = _points(data)
         if X is not None:
             A = _torus_coords(X, degrees, signed)
-            ax.scatter(A[:, 0], A[:, 1], s=3, c="cyan" if log_density is not None else "tab:blue",
-                       alpha=0.7, linewidths=0)
+            ax.scatter(A[:, 0], A[:, 1], **_dots(log_density is not None, 6))
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=labels[0], ylabel=labels[1])
         if title:
             ax.set_title(title)
@@ -321,7 +374,7 @@ def plot_so3(data=None, path="so3.png", log_density=None, title=None, size=(12, 
     :func:`so3_marginals`), the uniform (Haar) law's (1 − cos θ)/π and a histogram of the data's
     angles.
     """
-    with _drawing(size, dpi) as (plt, fig):
+    with _drawing(path, size, dpi) as (plt, fig):
         X = _points(data)
         marg = so3_marginals(log_density, n_lat, n_lon, n_angle) if log_density is not None else None
         ax, sc = _so3_panel(fig, (1, 2, 1), X, marg)
@@ -393,8 +446,8 @@ def _mesh_axes(fig, spec, mesh, view, up, log_density=None, X=None):
         faces, _ = mesh.locate(X)
         front = normals[faces.numpy()] @ eye > 0
         P = X.numpy()[front][:, perm]
-        ax.scatter(P[:, 0], P[:, 1], P[:, 2], s=5, c="cyan" if log_density is not None else "tab:blue",
-                   linewidths=0, depthshade=False, zorder=2)
+        ax.scatter(P[:, 0], P[:, 1], P[:, 2], depthshade=False, zorder=2,
+                   **_dots(log_density is not None, 6))
     lo, hi = V.min(axis=0), V.max(axis=0)
     mid, half = (lo + hi) / 2, (hi - lo).max() / 2
     ax.set(xlim=(mid[0] - half, mid[0] + half), ylim=(mid[1] - half, mid[1] + half),
@@ -413,7 +466,7 @@ def plot_mesh_density(mesh, log_density=None, data=None, path="mesh.png", view=(
     ``view``: (elevation, azimuth) in degrees; ``up``: the coordinate drawn vertically ("y", the
     OBJ convention, as for the bundled Spot; or "z", "x").
     """
-    with _drawing(size, dpi) as (plt, fig):
+    with _drawing(path, size, dpi) as (plt, fig):
         ax, mappable = _mesh_axes(fig, (1, 1, 1), mesh, view, up, log_density, _points(data))
         if mappable is not None:
             fig.colorbar(mappable, ax=ax, shrink=0.6, pad=0.02, label="log density (nats, w.r.t. area)")
@@ -445,8 +498,9 @@ def plot_density(manifold, log_density, data=None, path="density.png", **kwargs)
     return plot_mesh_density(manifold, log_density, data, path, **kwargs)
 
 
-def _panel(fig, spec, m, kind, X, log_density, label, view, up):
-    """One panel of ``kind`` with the points X over the density (if any)."""
+def _panel(fig, spec, m, kind, X, log_density, label, view, up, coastlines):
+    """One panel of ``kind`` with the points X over the density (if any) and, on S², the
+    coastlines (if ``coastlines``)."""
     if kind == "mesh":
         ax, _ = _mesh_axes(fig, spec, m, view, up, log_density, X)
     elif kind == "so3":
@@ -457,9 +511,10 @@ def _panel(fig, spec, m, kind, X, log_density, label, view, up):
         ax = _mollweide(fig, *spec)
         if log_density is not None:
             _sphere_background(ax, log_density, 90, 180)
+        if coastlines:
+            _map_coastlines(ax, log_density is not None)
         if X is not None:
-            ax.scatter(*_map_coords(X), s=2, c="cyan" if log_density is not None else "tab:blue",
-                       alpha=0.7, linewidths=0)
+            ax.scatter(*_map_coords(X), **_dots(log_density is not None, 4))
     else:
         ax = fig.add_subplot(*spec)
         lo, hi = _torus_extent(True, True)
@@ -469,21 +524,20 @@ def _panel(fig, spec, m, kind, X, log_density, label, view, up):
                       extent=(lo, hi, lo, hi), aspect="auto", interpolation="nearest")
         if X is not None:
             A = _torus_coords(X)
-            ax.scatter(A[:, 0], A[:, 1], s=3, c="cyan" if log_density is not None else "tab:blue",
-                       alpha=0.7, linewidths=0)
+            ax.scatter(A[:, 0], A[:, 1], **_dots(log_density is not None, 5))
         ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="θ₁ (degrees)", ylabel="θ₂ (degrees)")
     ax.set_title(f"{label}" + (f" ({X.shape[0]} points)" if X is not None else ""), fontsize=10)
     return ax
 
 
 def plot_samples(manifold, data, samples, path="samples.png", log_density=None, title=None,
-                 size=(12, 5), dpi=100, view=(20.0, 30.0), up="y"):
+                 size=(12, 5), dpi=100, view=(20.0, 30.0), up="y", coastlines=True):
     """Write samples (n, *pt) beside data (m, *pt) in two panels of the manifold's view, over the
-    density when ``log_density`` is given. Returns the path."""
-    with _drawing(size, dpi) as (plt, fig):
+    density when ``log_density`` is given (``coastlines``: on S² maps). Returns the path."""
+    with _drawing(path, size, dpi) as (plt, fig):
         kind = _kind(manifold)
-        _panel(fig, (1, 2, 1), manifold, kind, _points(data), log_density, "data", view, up)
-        _panel(fig, (1, 2, 2), manifold, kind, _points(samples), log_density, "samples", view, up)
+        for spec, X, label in (((1, 2, 1), data, "data"), ((1, 2, 2), samples, "samples")):
+            _panel(fig, spec, manifold, kind, _points(X), log_density, label, view, up, coastlines)
         if title:
             fig.suptitle(title)
         _save(fig, path)
@@ -497,20 +551,23 @@ def _broken(u, v, jump):
 
 
 def plot_reverse_paths(manifold, trajectory, path="paths.png", data=None, log_density=None,
-                       title=None, size=(10, 5.4), dpi=100, view=(20.0, 30.0), up="y"):
+                       title=None, size=(10, 5.4), dpi=100, view=(20.0, 30.0), up="y",
+                       coastlines=True):
     """Write the paths of a few particles of the reverse process; returns the path.
 
     ``trajectory``: (K + 1, n, *point_shape) iterates from T (open circles) to t_end (dots), e.g.
-    the second output of ``reverse_sde(..., return_trajectory=True)``; data (faint) and the
-    density are drawn beneath when given. Lines break where a path wraps around the map.
+    the second output of ``reverse_sde(..., return_trajectory=True)``; data and the density (and
+    on S² the coastlines, unless ``coastlines=False``) are drawn beneath when given. Lines break
+    where a path wraps around the map.
     """
     kind = _kind(manifold)
     traj = torch.as_tensor(trajectory, dtype=torch.float64).detach().cpu()
     if traj.ndim != len(manifold.point_shape) + 2:
         point = ", ".join(map(str, manifold.point_shape))
         raise ValueError(f"trajectory must have shape (K + 1, n, {point}), found {tuple(traj.shape)}")
-    with _drawing(size, dpi) as (plt, fig):
-        ax = _panel(fig, (1, 1, 1), manifold, kind, _points(data), log_density, "reverse process", view, up)
+    with _drawing(path, size, dpi) as (plt, fig):
+        ax = _panel(fig, (1, 1, 1), manifold, kind, _points(data), log_density, "reverse process",
+                    view, up, coastlines)
         colours = plt.get_cmap("tab10")
         for j in range(traj.shape[1]):
             c = colours(j % 10)
@@ -541,4 +598,5 @@ def plot_reverse_paths(manifold, trajectory, path="paths.png", data=None, log_de
 
 __all__ = ["plot_sphere_density", "plot_sphere_globe", "plot_torus_density", "plot_so3",
            "plot_mesh_density", "plot_density", "plot_samples", "plot_reverse_paths",
-           "sphere_density_grid", "torus_density_grid", "so3_marginals", "DYNAMIC_RANGE"]
+           "sphere_density_grid", "torus_density_grid", "so3_marginals", "image_format",
+           "DYNAMIC_RANGE", "IMAGE_FORMATS"]

@@ -73,8 +73,8 @@ def run_all(commands, cwd, tty_stderr=()):
 
 
 def read_csv(path):
-    header, _, values = read_table(str(path))
-    return header, values
+    table = read_table(str(path))
+    return table.header, table.values()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,8 @@ def test_plot_bench_and_mesh(script_runs, capsys, monkeypatch):
     gap = float(row.split("|")[5].split("±")[0])
     assert 0 <= gap < 0.1                                       # nats above the true density
 
-    _, stderr = ok(r["fit_mesh"])
+    stdout, stderr = ok(r["fit_mesh"])
+    assert f"t* = {MESH_TIME} mesh units²" in stdout
     note = stderr.strip().splitlines()
     assert len(note) == 1 and "largest deviation" in note[0]
     deviation = float(note[0].split("largest deviation ")[1].split()[0])
@@ -261,6 +262,15 @@ def test_other_bad_inputs(capsys, tmp_path, monkeypatch):
     (tmp_path / "q.csv").write_text("w,x,y,z\n1,0,0,0\n")
     (tmp_path / "five.csv").write_text("1,0,0,0,0\n")
     (tmp_path / "mesh.csv").write_text("x,y,z\n0,0,0\n")
+    (tmp_path / "nine.csv").write_text("1,0,0,0,0,0,0,0,0\n")
+    # potpourri3d reads "nan" as another number (OBJ: 4e-323, PLY: 0): found in the text
+    tetra = ["0 0 0", "1 0 0", "0 1 0", "nan 0 1"], ["0 1 2", "0 1 3", "1 2 3", "0 2 3"]
+    (tmp_path / "nan.obj").write_text("".join(f"v {v}\n" for v in tetra[0]) + "".join(
+        "f " + " ".join(str(int(i) + 1) for i in f.split()) + "\n" for f in tetra[1]))
+    (tmp_path / "nan.ply").write_text(
+        "ply\nformat ascii 1.0\nelement vertex 4\nproperty float x\nproperty float y\n"
+        "property float z\nelement face 4\nproperty list uchar int vertex_indices\nend_header\n"
+        + "".join(f"{v}\n" for v in tetra[0]) + "".join(f"3 {f}\n" for f in tetra[1]))
     out = str(tmp_path / "out.npz")
     cases = [
         (["fit", "a.csv", "--manifold", "torus"], "need --angles deg or --angles rad"),
@@ -273,7 +283,17 @@ def test_other_bad_inputs(capsys, tmp_path, monkeypatch):
         (["fit", "five.csv", "--manifold", "so3"], "expected 9 columns"),
         (["fit", "mesh.csv", "--manifold", "mesh:missing.obj"], "mesh:missing.obj: no such mesh file"),
         (["fit", "missing.csv", "--manifold", "sphere"], "missing.csv: no such file"),
-        (["fit", "a.csv", "--manifold", "cube"], "--manifold must be sphere, torus, so3 or mesh:PATH"),
+        (["fit", "a.csv", "--manifold", "cube"],
+         "--manifold must be sphere, sphere:D (D >= 2), torus, so3 or mesh:PATH"),
+        (["fit", str(tmp_path), "--manifold", "sphere"], f"{tmp_path}: is a folder, expected a CSV file"),
+        (["fit", "nine.csv", "--manifold", "sphere"],
+         "nine.csv has 9 columns, which do not make points on S²: it takes 2 (latitude, longitude) "
+         "or 3 (x, y, z); for 9 coordinates of points on S^8, pass --manifold sphere:8"),
+        (["fit", "mesh.csv", "--manifold", "mesh:nan.obj"],
+         "mesh:nan.obj line 4: a vertex coordinate is not finite ('v nan 0 1')"),
+        (["fit", "mesh.csv", "--manifold", "mesh:nan.ply"],
+         "mesh:nan.ply line 13: a vertex coordinate is not finite ('nan 0 1')"),
+        (["fit", "mesh.csv", "--manifold", f"mesh:{tmp_path}"], "is a folder, expected a mesh file"),
         (["fit", "a.csv", "--manifold", "sphere", "--levels", "3"], "needs --shrinkage"),
     ]
     monkeypatch.chdir(tmp_path)
@@ -291,6 +311,10 @@ def test_other_bad_inputs(capsys, tmp_path, monkeypatch):
     assert status == 1 and "not a heatscore model" in err
     status, _, err = call(capsys, "fit", "a.csv", "--manifold", "sphere", "--time", "-1", "-o", out)
     assert status == 2 and err.count("\n") == 1 and "argument --time" in err
+    status, _, err = call(capsys, "sample", "a.csv", "-n", "3", "--t-end", "-1", "-o", "s.csv")
+    assert status == 2 and "argument --t-end: expected a number >= 0" in err
+    status, _, err = call(capsys, "fit", "a.csv", "--manifold", "sphere", "--columns", "0", "-o", out)
+    assert status == 2 and "argument --columns" in err
 
 
 def test_torus_round_trip_keeps_units_range_and_header(capsys, tmp_path):
@@ -374,3 +398,246 @@ def test_a_failed_command_keeps_an_existing_output(capsys, tmp_path):
     status, _, _ = call(capsys, "fit", str(tmp_path / "bad.csv"), "--manifold", "sphere", "-o", str(out))
     assert status == 1 and out.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "model.npz"]
+
+
+# --- issue 18: what a new user hits first --------------------------------------------------------
+def test_radians_are_noted_and_read_with_angles_rad(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gen = np.random.default_rng(0)
+    LL = np.stack([gen.uniform(-60, 60, 50), gen.uniform(-170, 170, 50)], axis=1)
+    np.savetxt("rad.csv", np.radians(LL), fmt="%.9f", delimiter=",", header="lat,lon", comments="")
+    status, _, err = call(capsys, "fit", "rad.csv", "--manifold", "sphere", "--time", "0.1",
+                          "-o", "deg.npz")
+    assert status == 0 and err.count("\n") == 1
+    assert "as radians would be" in err and "pass --angles rad" in err
+    assert call(capsys, "fit", "rad.csv", "--manifold", "sphere", "--angles", "deg", "--time",
+                "0.1", "-o", "deg.npz")[2] == ""                         # asked for: no note
+    status, _, err = call(capsys, "fit", "rad.csv", "--manifold", "sphere", "--angles", "rad",
+                          "--time", "0.1", "-o", "rad.npz")
+    assert status == 0 and err == ""
+    est = DiffusionKernelSmoother.load("rad.npz")
+    torch.testing.assert_close(est.X_, latlon_to_unit(LL), rtol=0, atol=1e-8)
+    assert call(capsys, "sample", "rad.npz", "-n", "20", "--seed", "0", "-o", "s.csv")[0] == 0
+    header, S = read_csv(tmp_path / "s.csv")                             # written back in radians
+    assert header == ("lat", "lon") and np.abs(S[:, 0]).max() <= math.pi / 2
+    torch.testing.assert_close(latlon_to_unit(np.degrees(S)), est.sample(20, rng=0), rtol=0, atol=1e-9)
+    status, out, err = call(capsys, "evaluate", "rad.npz", "rad.csv")    # the model's unit
+    assert status == 0 and err == "" and abs(float(out.split()[2]) - est.score(est.X_)) < 1e-5
+    assert call(capsys, "plot", "rad.csv", "--manifold", "sphere", "--angles", "rad", "--size",
+                "200x108", "-o", "p.png")[0] == 0
+    np.savetxt("deg.csv", LL, fmt="%.4f", delimiter=",", header="lat,lon", comments="")
+    status, _, err = call(capsys, "evaluate", "rad.npz", "deg.csv")
+    assert status == 1 and "latitude" in err and "radians (degrees? use --angles deg)" in err
+
+
+CITIES = "name,lat,lng\nTokyo,35.6897,139.6922\nJakarta,-6.175,106.8275\nDelhi,28.61,77.23\n" \
+         "Lima,-12.06,-77.0375\nLagos,6.455,3.3841\n"
+
+
+def test_text_columns_are_left_out_and_columns_chosen(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cities.csv").write_text(CITIES)
+    status, out, err = call(capsys, "fit", "cities.csv", "--manifold", "sphere", "--time", "0.1",
+                            "-o", "c.npz")
+    assert status == 0 and "fitted Sphere(2) to 5 points" in out
+    assert err.strip() == ("heatscore: cities.csv: used the columns lat, lng (left out: name; "
+                           "choose others with --columns)")
+    X = DiffusionKernelSmoother.load("c.npz").X_
+    for columns in ("2,3", "lng,lat", "LAT,LNG"):                      # numbers or names, any case
+        assert call(capsys, "fit", "cities.csv", "--manifold", "sphere", "--columns", columns,
+                    "--time", "0.1", "-o", "k.npz")[2] == ""
+        torch.testing.assert_close(DiffusionKernelSmoother.load("k.npz").X_, X, rtol=0, atol=0)
+    # the chosen columns are read on evaluate and plot too; a torus takes any two columns
+    assert call(capsys, "evaluate", "c.npz", "cities.csv", "--columns", "2,3")[0] == 0
+    assert call(capsys, "plot", "cities.csv", "--manifold", "sphere", "--columns", "lat,lng",
+                "--size", "200x108", "-o", "c.png")[0] == 0
+    assert call(capsys, "fit", "cities.csv", "--manifold", "torus", "--angles", "deg", "--columns",
+                "3,2", "--time", "0.1", "-o", "t.npz")[0] == 0
+    (tmp_path / "bad.csv").write_text(CITIES + "Paris,48.85,east\n")
+    cases = [
+        (["fit", "bad.csv", "--manifold", "sphere"], "bad.csv line 7: field 3 ('east') is not a number"),
+        (["fit", "cities.csv", "--manifold", "torus", "--angles", "deg"],
+         "cities.csv line 2: field 1 ('Tokyo') is not a number (choose the columns with --columns)"),
+        (["fit", "cities.csv", "--manifold", "sphere", "--columns", "1,2"],
+         "cities.csv line 2: field 1 ('Tokyo') is not a number"),
+        (["fit", "cities.csv", "--manifold", "sphere", "--columns", "lat,height"],
+         "--columns height: cities.csv has no such column; its header is name, lat, lng"),
+        (["fit", "cities.csv", "--manifold", "sphere", "--columns", "2,4"],
+         "--columns 4: cities.csv has 3 columns"),
+    ]
+    for argv, fragment in cases:
+        status, _, err = call(capsys, *argv, "-o", "x.npz")
+        assert status == 1 and err.count("\n") == 1 and fragment in err, (argv, err)
+    assert not os.path.exists(tmp_path / "x.npz")
+
+
+def test_sphere_d_reads_d_plus_one_coordinates(tmp_path):
+    from heatscore._cli_formats import read_points
+
+    X = Sphere(8).random_uniform(30, rng=0)
+    np.savetxt(tmp_path / "s8.csv", X.numpy(), fmt="%.10f", delimiter=",")
+    m, Y, fmt, notes = read_points(str(tmp_path / "s8.csv"), "sphere", manifold=Sphere(8))
+    assert m == Sphere(8) and fmt.kind == "xyz" and "largest deviation" in notes[0]
+    torch.testing.assert_close(Y, X, rtol=0, atol=1e-9)
+
+
+def test_library_warnings_become_one_line_notes(capsys, tmp_path, monkeypatch):
+    import warnings
+
+    from heatscore._errors import DegenerateDataWarning, TruncationWarning
+
+    fit = DiffusionKernelSmoother.fit
+
+    def stub(self, X, *args, **kwargs):                # the smoother's warnings, as it will raise them
+        for _ in range(2):
+            warnings.warn("all 50 points are identical:\nfitted at t_min", DegenerateDataWarning)
+        warnings.warn("a truncated series", TruncationWarning)
+        warnings.warn("another library's warning", UserWarning)
+        return fit(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionKernelSmoother, "fit", stub)
+    (tmp_path / "same.csv").write_text("lat,lon\n" + "10,20\n" * 50)
+    status, out, err = call(capsys, "fit", str(tmp_path / "same.csv"), "--manifold", "sphere",
+                            "--time", "0.1", "-o", str(tmp_path / "m.npz"))
+    assert status == 0 and "fitted" in out
+    assert err.splitlines() == ["heatscore: note: all 50 points are identical: fitted at t_min",
+                                "heatscore: note: a truncated series"]
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """A sphere model and a mesh model, as saved by the command line and by Python."""
+    folder = tmp_path_factory.mktemp("models")
+    m = Sphere(2)
+    DiffusionKernelSmoother(m, time=0.1).fit(m.random_uniform(40, rng=0)).save(folder / "s.npz")
+    mesh = cached_mesh("spot")
+    DiffusionKernelSmoother(mesh, time=0.01).fit(mesh.random_uniform(30, rng=0)).save(folder / "m.npz")
+    return folder
+
+
+def _edited(src, dst, **changes):
+    """Write ``dst``: the model ``src`` with arrays replaced (a callable of the old array) or
+    removed (None)."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for name, change in changes.items():
+        if change is None:
+            del arrays[name]
+        else:
+            arrays[name] = change(arrays[name])
+    np.savez(dst, **arrays)
+    return str(dst)
+
+
+def _nan_row(a):
+    a = a.copy()
+    a[3] = np.nan
+    return a
+
+
+def _meta(**entries):
+    def edit(raw):
+        import json
+
+        meta = dict(json.loads(raw.tobytes().decode()), **entries)
+        return np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    return edit
+
+
+BAD_MODELS = {
+    "nan row": ("s", {"X": _nan_row}, "array 'X' holds 3 NaN/inf entries"),
+    "float32 X": ("s", {"X": lambda x: x.astype(np.float32)},
+                  "array 'sample_weight' has dtype float64, expected float32"),
+    "wrong shape": ("s", {"X": lambda x: x[:, :2]}, "array 'X' must be points of shape (n, 3)"),
+    "off the sphere": ("s", {"X": lambda x: 2 * x}, "array 'X' has 40 of 40 points off Sphere(2)"),
+    "tag disagrees": ("s", {"meta": _meta(manifold={"kind": "SO3"})},
+                      "array 'X' must be points of shape (n, 3, 3)"),
+    "weights": ("s", {"sample_weight": lambda w: 2 * w}, "array 'sample_weight' must be non-negative "
+                                                         "weights summing to 1"),
+    "times": ("s", {"times": lambda t: -t}, "array 'times' must be positive diffusion times"),
+    "mixture": ("s", {"weights": lambda w: w / 2}, "array 'weights' must be non-negative weights"),
+    "missing": ("s", {"times": None}, "array 'times' is missing"),
+    "parameters": ("s", {"meta": _meta(route="fast")}, "array 'meta' holds invalid parameters"),
+    "mesh vertices": ("m", {"mesh_vertices": _nan_row}, "array 'mesh_vertices' holds 3 NaN/inf"),
+    "mesh moved": ("m", {"mesh_vertices": lambda v: v * 2}, "array 'X' has 30 of 30 points off"),
+    "mesh faces": ("m", {"mesh_point_faces": lambda f: np.roll(f, 1)},
+                   "arrays 'mesh_point_faces' and 'mesh_point_bary' do not locate the points"),
+    "mesh bary": ("m", {"mesh_point_bary": lambda b: b - 1},
+                  "arrays 'mesh_point_faces' and 'mesh_point_bary' are not locations"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MODELS))
+def test_model_files_are_validated_at_load(case, saved_models, tmp_path):
+    source, changes, fragment = BAD_MODELS[case]
+    path = _edited(saved_models / f"{source}.npz", tmp_path / "bad.npz", **changes)
+    with pytest.raises(ValueError, match="bad.npz: ") as info:
+        DiffusionKernelSmoother.load(path)
+    assert fragment in str(info.value)
+
+
+def test_a_bad_model_is_one_line_and_writes_nothing(saved_models, capsys, tmp_path):
+    path = _edited(saved_models / "s.npz", tmp_path / "nan.npz", X=_nan_row)
+    np.savetxt(tmp_path / "d.csv", Sphere(2).random_uniform(5, rng=1).numpy(), delimiter=",")
+    for argv in (["sample", path, "-n", "5", "-o", str(tmp_path / "out.csv")],
+                 ["evaluate", path, str(tmp_path / "d.csv"), "--per-point", str(tmp_path / "out.csv")],
+                 ["plot", path, "-o", str(tmp_path / "out.png")]):
+        status, _, err = call(capsys, *argv)
+        assert status == 1 and err.count("\n") == 1, err
+        assert f"error: {path}: array 'X' holds 3 NaN/inf entries" in err
+    assert sorted(os.listdir(tmp_path)) == ["d.csv", "nan.npz"]
+    status, _, err = call(capsys, "sample", str(tmp_path), "-n", "5", "-o", str(tmp_path / "o.csv"))
+    assert status == 1 and "is a folder, expected a model file" in err
+
+
+def test_plot_formats_follow_the_extension(saved_models, capsys, tmp_path):
+    model = str(saved_models / "s.npz")
+    for ext, magic in (("pdf", b"%PDF"), ("svg", b"<?xml"), ("PNG", b"\x89PNG")):
+        status, out, _ = call(capsys, "plot", model, "--size", "200x108", "-o", str(tmp_path / f"p.{ext}"))
+        assert status == 0 and (tmp_path / f"p.{ext}").read_bytes()[:len(magic)] == magic
+    status, _, err = call(capsys, "plot", model, "-o", str(tmp_path / "p.jpg"))
+    assert status == 1 and "-o " in err and "pictures are written as .png, .pdf or .svg" in err
+    assert not os.path.exists(tmp_path / "p.jpg")
+    status, _, _ = call(capsys, "plot", model, "--no-coastlines", "--size", "200x108", "-o",
+                        str(tmp_path / "plain.png"))
+    assert status == 0 and (tmp_path / "plain.png").read_bytes() != (tmp_path / "p.PNG").read_bytes()
+
+
+def test_samplers_end_at_t_zero(saved_models, capsys, tmp_path):
+    import argparse
+
+    from heatscore.cli import _sampler_times
+
+    est = DiffusionKernelSmoother.load(saved_models / "s.npz")
+    times = _sampler_times(est, argparse.Namespace(t_end=0.0, steps=6))
+    assert times.shape == (7,) and float(times[-1]) == 0 and float(times[-2]) == pytest.approx(1e-3)
+    for sampler in ("reverse", "ode"):
+        status, _, err = call(capsys, "sample", str(saved_models / "s.npz"), "-n", "4", "--sampler",
+                              sampler, "--steps", "6", "--t-end", "0", "--seed", "0", "-o",
+                              str(tmp_path / f"{sampler}.csv"))
+        assert status == 0, err
+        assert bool(Sphere(2).belongs(torch.as_tensor(read_csv(tmp_path / f"{sampler}.csv")[1])).all())
+
+
+def test_bench_table_shows_mixtures_and_a_status_line(monkeypatch, capsys):
+    import io
+
+    from heatscore.bench import earth
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    row = {"nll": -1.0, "nll_far": -1.0, "dup_share": 0.0, "far_share": 1.0, "fit_s": 1.0,
+           "time": float("nan"), "n_times": 7}
+    monkeypatch.setattr(earth, "run_one", lambda *a: dict(row))
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    lines = []
+    earth.run(datasets=("volcano", "fire"), seeds=range(2), t_mins=(1e-8,), out=lines.append)
+    assert lines[2].endswith("| 7 times |") and "nan" not in "".join(lines)
+    assert "fitting volcano, t_min 1e-08, seed 1 (2/4)" in stderr.getvalue()
+    assert "fitting fire, t_min 1e-08, seed 1 (4/4)" in stderr.getvalue()
+    monkeypatch.setattr(earth, "run_one", lambda *a: dict(row, time=2e-4, n_times=1))
+    earth.run(datasets=("volcano",), seeds=range(1), t_mins=(1e-8,), out=lines.append)
+    assert lines[-1].endswith("| 2.0e-04 |")

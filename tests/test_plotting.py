@@ -205,3 +205,84 @@ def test_errors_leave_no_file(sphere_fit, tmp_path):
     with pytest.raises(RuntimeError, match="evaluation failed"):
         plotting.plot_torus_density(broken, None, str(tmp_path / "d.png"), size=(2, 2), dpi=DPI)
     assert os.listdir(tmp_path) == []
+
+
+def test_formats_follow_the_extension(sphere_fit, tmp_path):
+    X, _ = sphere_fit
+    for ext, magic in (("pdf", b"%PDF"), ("svg", b"<?xml"), ("png", b"\x89PNG")):
+        p = plotting.plot_sphere_density(None, X, str(tmp_path / f"a.{ext}"), size=(4, 2), dpi=DPI)
+        assert open(p, "rb").read(len(magic)) == magic
+    with pytest.raises(ValueError, match=r"path: pictures are written as \.png, \.pdf or \.svg"):
+        plotting.plot_sphere_density(None, X, str(tmp_path / "a.jpg"), size=(4, 2), dpi=DPI)
+    assert sorted(os.listdir(tmp_path)) == ["a.pdf", "a.png", "a.svg"]
+
+
+def test_bundled_coastlines():
+    from heatscore.datasets._coastlines import load_coastlines
+
+    lines = load_coastlines()
+    assert len(lines) > 200 and sum(len(x) for x in lines) > 4000
+    P = np.concatenate(lines)
+    assert np.abs(P[:, 0]).max() <= 180 and -90 < P[:, 1].min() and P[:, 1].max() < 84
+    for x in lines:                              # no antimeridian or south-pole cut is drawn
+        at_cut = (np.abs(x[:, 0]) == 180) | (x[:, 1] == -90)
+        assert not (at_cut[1:] & at_cut[:-1]).any()
+    assert not lines[0].flags.writeable
+
+
+def test_the_coastline_script_drops_shared_edges_and_cuts():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "make_coastlines.py")
+    spec = importlib.util.spec_from_file_location("make_coastlines", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    west = np.array([[170.0, 0], [175, 0], [175, 5], [170, 5], [170, 0]])       # shares x = 175
+    east = np.array([[175.0, 0], [180, 0], [180, 5], [175, 5], [175, 0]])       # cut at x = 180
+    lines = script.coastlines([west, east])
+    edges = {script._key(p, q) for line in lines for p, q in zip(line[:-1], line[1:])}
+    assert script._key([175, 0], [175, 5]) not in edges and script._key([180, 0], [180, 5]) not in edges
+    assert len(edges) == 5 and len(lines) == 3          # west's C shape, east's two stubs
+
+
+def test_maps_draw_coastlines_unless_told_not_to(sphere_fit, tmp_path):
+    import matplotlib.image
+
+    X, est = sphere_fit
+    kw = {"size": (5, 2.7), "dpi": DPI, "n_lat": 20, "n_lon": 40}
+    on = plotting.plot_sphere_density(est.log_density, None, str(tmp_path / "on.png"), **kw)
+    off = plotting.plot_sphere_density(est.log_density, None, str(tmp_path / "off.png"),
+                                       coastlines=False, **kw)
+    changed = np.abs(matplotlib.image.imread(on) - matplotlib.image.imread(off)).max(axis=2) > 0.05
+    assert 100 < changed.sum() < 0.2 * changed.size           # thin lines, not a different map
+    p = plotting.plot_sphere_globe(None, X, str(tmp_path / "g.png"), size=(3, 3), dpi=DPI, n_lat=10,
+                                   n_lon=20, coastlines=True)
+    assert png_size(p) == (120, 120)
+
+
+def test_map_latitude_labels_stay_clear_of_the_title():
+    plt = plotting._require_matplotlib()
+    fig = plt.figure()
+    try:
+        ax = plotting._mollweide(fig, 111)
+        assert np.degrees(np.abs(ax.get_yticks())).max() <= 60 + 1e-9
+    finally:
+        plt.close(fig)
+
+
+def test_data_dots_show_over_the_density(sphere_fit, tmp_path):
+    """Over the brightest colours of the map the dots still draw a cyan face and a dark rim."""
+    import matplotlib.colors
+    import matplotlib.image
+
+    X, est = sphere_fit
+    kw = {"n_lat": 30, "n_lon": 60, "coastlines": False}          # the default size and dpi
+    before, after = [matplotlib.image.imread(plotting.plot_sphere_density(
+        est.log_density, data, str(tmp_path / f"{k}.png"), **kw))[:, :, :3]
+        for k, data in enumerate((None, X))]
+    drawn = np.abs(after - before).max(axis=2) > 0.1
+    face = np.array(matplotlib.colors.to_rgb(plotting.DOTS_ON_DENSITY["c"]))
+    assert (np.abs(after[drawn] - face).max(axis=1) < 0.15).sum() > 20
+    lum = np.array([0.2126, 0.7152, 0.0722])
+    bright = before[drawn] @ lum > 0.7                              # the map's lightest colours
+    assert (after[drawn][bright] @ lum < 0.4).sum() > 20            # there the rims are dark
