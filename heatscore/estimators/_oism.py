@@ -65,6 +65,8 @@ HOLDOUT = 0.2
 SPLIT_SEED = 0
 #: Default end time t_min = T_MIN_FACTOR / λ_1 (scale-aware: the same model in other units).
 T_MIN_FACTOR = 1e-3
+#: Largest exact rule (float64 entries of its node values and gradients, 256 MB).
+MAX_RULE_ENTRIES = 2**25
 #: Geometric steps of the probability-flow likelihood and of the reverse sampler.
 ODE_STEPS = 200
 SAMPLE_STEPS = 200
@@ -89,12 +91,19 @@ class _Terms:
 
 
 class _QuadratureTerms(_Terms):
-    """Sphere(2), Torus(d), SO3, Euclidean(d) (total-degree basis): A_t by an exact rule.
+    """Manifolds with a product rule (``m._product_rule``: Sphere(2), Torus(d), SO3,
+    Euclidean(d) in the total-degree basis, and their products): A_t by an exact rule.
 
     The product basis holds every φ_k that ⟨∇φ_m, ∇φ_n⟩ can see (module docstring) and the rule
     is exact for φ_k ⟨∇φ_m, ∇φ_n⟩. The nodes carry the score basis' gradients in coordinates
     where the metric is the dot product (SO(3): ω of R[ω]×), so A_t = Σ_q w_q ρ_t(q) G_qᵀ G_q
     is one weighted Gram product per time.
+
+    With a Gaussian reference μ (OU on R^d or on Euclidean factors, drift b = D ∇log μ, linear)
+    the model is s = u + Σ α_n ∇φ_n with u = b/D = ∇log μ, and integration by parts against μ
+    gives div s = div u + Σ α_n (−(λ_n/D) φ_n − ⟨u, ∇φ_n⟩) (on R^d: (x·∇φ − λφ)/s² − d/s²) and
+    J_t's constant E_{p_t}|u|² + 2 div u, with E_{p_t}|b|² = e^{−2t} E_data|b|² + (−div b) D
+    (1 − e^{−2t}) (each OU coordinate relaxes as x_t = e^{−t}x_0 + √(D(1 − e^{−2t})) Z).
     """
 
     def __init__(self, m, n_levels):
@@ -102,17 +111,23 @@ class _QuadratureTerms(_Terms):
         self.ep = m.eigenpairs(n_levels)
         self.keep = self.ep.eigenvalues > 0
         self.lam = self.ep.eigenvalues[self.keep]
-        self.diffusion = m._forward_process().diffusion
+        self.process = m._forward_process()
+        self.diffusion = self.process.diffusion
         rule = m._product_rule(n_levels)
         if rule is None:
             raise TypeError(f"OperatorScoreMatching does not support {m!r}")
         n_product, n_nodes = rule
         nodes, weights = m.quadrature(n_nodes)
+        self.ep_product = m.eigenpairs(n_product)
+        entries = nodes.shape[0] * (len(self.ep_product) + len(self.ep) * math.prod(m.ambient_shape))
+        if entries > MAX_RULE_ENTRIES:
+            raise ValueError(f"n_levels={n_levels} on {m!r} needs an exact rule of {nodes.shape[0]} "
+                             f"nodes for {len(self.ep_product)} product functions ({8 * entries / 2**20:.0f} "
+                             "MB): use fewer levels")
         log_ref = m._log_reference(nodes)
         self.euclidean = log_ref is not None                    # the basis is orthonormal in L²(γ)
         if self.euclidean:                                      # ∫ f dx -> ∫ f dγ
             weights = weights * torch.exp(log_ref)
-        self.ep_product = m.eigenpairs(n_product)
         self.lam_product = self.ep_product.eigenvalues
         self.phi_nodes = self.ep_product._values(nodes)         # (Q, Kp)
         G = self.ep._grad(nodes)[:, self.keep]                  # (Q, K', *ambient)
@@ -124,13 +139,14 @@ class _QuadratureTerms(_Terms):
         self.weights = weights
 
     def statistics(self, X, w):
-        """{"coef": (Kp,) Σ_i w_i φ_k(x_i) over the product basis, "mean_sq": Σ_i w_i |x_i|²}."""
+        """{"coef": (Kp,) Σ_i w_i φ_k(x_i) over the product basis, "mean_sq": Σ_i w_i |b(x_i)|²}."""
         Kp = len(self.ep_product)
         coef = torch.zeros(Kp, dtype=X.dtype, device=X.device)
         step = rows_per_chunk(Kp)
         for i in range(0, X.shape[0], step):
             coef += w[i:i + step] @ self.ep_product._values(X[i:i + step])
-        return {"coef": coef, "mean_sq": float(w @ X.reshape(X.shape[0], -1).pow(2).sum(dim=1))}
+        b = self.process.drift(X)
+        return {"coef": coef, "mean_sq": float(w @ b.reshape(X.shape[0], -1).pow(2).sum(dim=1))}
 
     def score_coefficients(self, stats):
         """ĉ_n of the score basis: the product basis starts with it (same order)."""
@@ -141,26 +157,29 @@ class _QuadratureTerms(_Terms):
         return (self.G * (self.weights * rho).repeat_interleave(self.c)) @ self.G.T
 
     def constant(self, stats, t):
-        """R^d: E_{p_t}|x|²/s⁴ − 2d/s², E_{p_t}|x|² = e^{−2t} E_data|x|² + d s² (1 − e^{−2t})."""
+        """E_{p_t}|u|² + 2 div u = E_{p_t}|b|²/D² + 2 div b/D (class docstring; 0 without μ)."""
         if not self.euclidean:
             return 0.0
-        s2, d = self.diffusion, self.m.dim
-        mean_sq = math.exp(-2 * t) * stats["mean_sq"] + d * s2 * (-math.expm1(-2 * t))
-        return mean_sq / s2 ** 2 - 2 * d / s2
+        D, div_b = self.diffusion, self.process.drift_divergence
+        mean_sq = math.exp(-2 * t) * stats["mean_sq"] - div_b * D * (-math.expm1(-2 * t))
+        return mean_sq / D ** 2 + 2 * div_b / D
 
     def field(self, X, alpha):
-        """s(x) = Σ_n α_n ∇φ_n(x) (− x/s² on R^d): (n, *ambient); α (K',) or per row (n, K')."""
+        """s(x) = u(x) + Σ_n α_n ∇φ_n(x): (n, *ambient); α (K',) or per row (n, K')."""
         s = _contract(alpha, self.ep._grad(X)[:, self.keep])
-        return s - X / self.diffusion if self.euclidean else s
+        return s + self.process.drift(X) / self.diffusion if self.euclidean else s
 
     def divergence(self, X, alpha):
-        """div s: −Σ α_n λ_n φ_n; on R^d Σ α_n (x·∇φ_n − λ_n φ_n)/s² − d/s² (s²Δφ = x·∇φ − λφ)."""
+        """div s = div u + Σ α_n (−(λ_n/D) φ_n − ⟨u, ∇φ_n⟩) (class docstring; u = 0 without μ)."""
         phi = self.ep._values(X)[:, self.keep]
         if not self.euclidean:
             return -(phi * self.lam * alpha).sum(dim=1)
         grad = self.ep._grad(X)[:, self.keep]
-        lap = (torch.einsum("nkd,nd->nk", grad, X) - self.lam * phi) / self.diffusion
-        return (lap * alpha).sum(dim=1) - self.m.dim / self.diffusion
+        u = (self.process.drift(X) / self.diffusion).reshape(X.shape[0], -1)
+        # u lives on OU coordinates, where the metric is the dot product of the ambient entries
+        u_dot = torch.einsum("nka,na->nk", grad.reshape(grad.shape[0], grad.shape[1], -1), u)
+        lap = -self.lam * phi / self.diffusion - u_dot
+        return (lap * alpha).sum(dim=1) + self.process.drift_divergence / self.diffusion
 
 
 class _SeparableTerms(_Terms):

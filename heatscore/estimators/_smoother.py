@@ -131,6 +131,9 @@ class DiffusionKernelSmoother(BaseEstimator):
 
         self._validate_params()
         m = self.manifold
+        if not m.discrete and m._index_embedding() is None:
+            raise NotImplementedError(f"DiffusionKernelSmoother on {m!r}: its kernel sums need a "
+                                      "neighbour index, which a product with a mesh factor lacks")
         X = m.validate(X, "X")
         if X.shape[0] == 0:
             raise ValueError("X must hold at least one point, found 0")
@@ -331,6 +334,9 @@ class DiffusionKernelSmoother(BaseEstimator):
             return _dask.log_and_grad(self, X, float(tt), want_grad, name, RTOL)
         X = self.manifold.validate(X, name)
         tt = tt.to(X.dtype)
+        if X.shape[0] == 0:                                   # no points: empty results
+            return X.new_zeros(0), (X.new_zeros((0,) + tuple(self.manifold.ambient_shape))
+                                    if want_grad else None)
         logs, grads = [], []
         for tau_s, pi_s in zip(self.times_.tolist(), self.weights_.tolist()):
             lg, gr = self._log_one(X, tau_s + float(tt), want_grad)
@@ -467,19 +473,128 @@ class DiffusionKernelSmoother(BaseEstimator):
 
     @classmethod
     def load(cls, path):
-        """Read a model written by ``save`` (``allow_pickle=False``: loading runs no code)."""
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(arrays["meta"].tobytes().decode())
-        if meta.get("class") != cls.__name__:
-            raise ValueError(f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}")
-        m = manifold_from_spec(meta["manifold"], arrays)
-        est = cls(m, time=meta["time"], t_min=meta["t_min"], route=meta["route"],
-                  shrinkage=meta["shrinkage"], n_levels=meta["n_levels"])
-        est.t_min_ = meta["t_min_"]
-        est.X_ = torch.as_tensor(arrays["X"])
-        est.sample_weight_ = torch.as_tensor(arrays["sample_weight"])
-        est.times_ = torch.as_tensor(arrays["times"])
+        """Read a model written by ``save`` (``allow_pickle=False``: loading runs no code).
+
+        Every array is checked before use: its dtype (float64, or X and sample_weight both
+        float32), shape and finiteness (the log-likelihoods may hold −inf); X on the manifold (``manifold.validate``); the manifold's
+        own arrays as it would write them; sample_weight and weights non-negative summing to 1;
+        times and grid_ positive; on a mesh, the data's (face, barycentric) locations valid and at
+        X. ``ValueError`` naming the file and the array otherwise.
+        """
+        import zipfile
+
+        from heatscore._validation import MANIFOLD_ATOL
+
+        def bad(name, what):
+            return ValueError(f"{path}: array {name!r} {what}")
+
+        floats = (np.dtype(np.float64), np.dtype(np.float32))
+
+        def get(name, dtypes=floats[:1], ndim=1, optional=False):
+            if name not in arrays:
+                if optional:
+                    return None
+                raise bad(name, "is missing")
+            a = arrays[name]
+            if a.dtype not in dtypes:
+                raise bad(name, f"has dtype {a.dtype}, expected {' or '.join(map(str, dtypes))}")
+            if ndim is not None and a.ndim != ndim:
+                raise bad(name, f"has shape {a.shape}, expected {ndim} dimension(s)")
+            return a
+
+        def distribution(name, a, n, tol):
+            if a.shape != (n,):
+                raise bad(name, f"has shape {a.shape}, expected ({n},)")
+            if (a < 0).any() or abs(float(a.sum()) - 1) > tol:
+                raise bad(name, f"must be non-negative weights summing to 1, found min "
+                                f"{float(a.min()):.3g} and sum {float(a.sum()):.9g}")
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: not a readable .npz model file ({exc})") from None
+        log_values = ("loo_log_likelihood_", "heldout_log_likelihood_")
+        for name, a in arrays.items():
+            if a.dtype.kind in "fc":
+                invalid = (np.isnan(a) | (a == np.inf)) if name in log_values else ~np.isfinite(a)
+                if invalid.any():
+                    raise bad(name, f"holds {int(invalid.sum())} NaN/inf entries")
+        raw = get("meta", (np.dtype(np.uint8),))
+        try:
+            meta = json.loads(raw.tobytes().decode())
+        except ValueError as exc:
+            raise bad("meta", f"is not JSON text ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("class") != cls.__name__:
+            found = meta.get("class") if isinstance(meta, dict) else meta
+            raise ValueError(f"{path} holds a {found!r}, not a {cls.__name__}")
+        keys = ("manifold", "time", "t_min", "route", "shrinkage", "n_levels", "t_min_", "format")
+        missing = [k for k in keys if k not in meta]
+        if missing or meta["format"] != 1:
+            raise bad("meta", f"is not a format-1 {cls.__name__} description (missing: "
+                              f"{', '.join(missing) or 'none'}; format {meta.get('format')!r})")
+        try:
+            m = manifold_from_spec(meta["manifold"], arrays)
+            spec, own = m._spec()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: the manifold {meta['manifold']!r} of array 'meta' cannot be "
+                             f"built from the file's arrays ({exc})") from None
+        if spec != meta["manifold"]:
+            raise bad("meta", f"describes the manifold {meta['manifold']!r}, which is {spec!r}")
+        for name, a in own.items():
+            if arrays[name].dtype != a.dtype or not np.array_equal(arrays[name], a):
+                raise bad(name, f"is not the {m!r} it makes (dtype {arrays[name].dtype}, shape "
+                                f"{arrays[name].shape}; the manifold holds {a.dtype}, {a.shape})")
+        try:
+            est = cls(m, time=meta["time"], t_min=meta["t_min"], route=meta["route"],
+                      shrinkage=meta["shrinkage"], n_levels=meta["n_levels"])
+            est._validate_params()
+            t_min_ = float(meta["t_min_"])
+        except (ValueError, TypeError) as exc:
+            raise bad("meta", f"holds invalid parameters ({exc})") from None
+        if not (math.isfinite(t_min_) and t_min_ > 0) or not isinstance(meta["shrinkage"], bool) \
+                or not (meta["n_levels"] is None or (isinstance(meta["n_levels"], int)
+                                                     and meta["n_levels"] >= 1)):
+            raise bad("meta", f"holds invalid parameters (t_min_ = {meta['t_min_']!r}, shrinkage = "
+                              f"{meta['shrinkage']!r}, n_levels = {meta['n_levels']!r})")
+
+        X = get("X", floats, ndim=None)                      # its shape: m.validate below
+        if X.shape[0] == 0:
+            raise bad("X", "holds no points")
+        X = m.validate(torch.as_tensor(X), f"{path}: array 'X'")
+        w = get("sample_weight", (X.numpy().dtype,))
+        distribution("sample_weight", w, X.shape[0], MANIFOLD_ATOL[X.dtype])
+        times = get("times")
+        if times.size == 0 or (times <= 0).any():
+            raise bad("times", f"must be positive diffusion times, found {times.tolist()}")
+        if (not isinstance(meta["time"], str) or meta["time"] == "auto" or meta["shrinkage"]) \
+                and times.size != 1:
+            raise bad("times", f"holds {times.size} times, but time={meta['time']!r} "
+                               f"(shrinkage={meta['shrinkage']}) fits one")
+        distribution("weights", get("weights"), times.size, MANIFOLD_ATOL[torch.float64])
+        grid = get("grid_", optional=True)
+        if grid is not None and (grid <= 0).any():
+            raise bad("grid_", "must hold positive times")
+        for extra in ("loo_log_likelihood_", "heldout_log_likelihood_"):
+            if extra in arrays and (grid is None or get(extra, floats).shape != grid.shape):
+                raise bad(extra, "must have one entry per time of grid_")
+        if m.discrete:
+            faces = get("mesh_point_faces", tuple(np.dtype(t) for t in (np.int64, np.int32)))
+            bary = get("mesh_point_bary", ndim=2)
+            try:
+                P = m.from_barycentric(faces, bary)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: arrays 'mesh_point_faces' and 'mesh_point_bary' are "
+                                 f"not locations on {m!r} ({exc})") from None
+            if P.shape != X.shape or float((P - X.double()).abs().max()) \
+                    > 2 * MANIFOLD_ATOL[X.dtype] * m.bounding_box_diagonal:
+                raise ValueError(f"{path}: arrays 'mesh_point_faces' and 'mesh_point_bary' do "
+                                 "not locate the points of array 'X'")
+
+        est.t_min_ = t_min_
+        est.X_ = X
+        est.sample_weight_ = torch.as_tensor(w)
+        est.times_ = torch.as_tensor(times)
         est.weights_ = torch.as_tensor(arrays["weights"])
         est._set_n_features(est.X_)
         if est.times_.numel() == 1:
@@ -487,9 +602,12 @@ class DiffusionKernelSmoother(BaseEstimator):
         for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if extra in arrays:
                 setattr(est, extra, torch.as_tensor(arrays[extra]))
-        est._build()
-        if "mesh_point_faces" in arrays:
-            est._mesh_density.set_locations(arrays["mesh_point_faces"], arrays["mesh_point_bary"])
-        if est.shrinkage:  # deterministic from the saved data and time
-            est._fit_shrinkage()
+        try:
+            est._build()
+            if m.discrete:
+                est._mesh_density.set_locations(arrays["mesh_point_faces"], arrays["mesh_point_bary"])
+            if est.shrinkage:  # deterministic from the saved data and time
+                est._fit_shrinkage()
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return est

@@ -132,6 +132,15 @@ class IndexEmbedding:
         """Embedded distance c (numpy) -> kernel distance."""
         return c
 
+    def chord_bounds(self, tau):
+        """(b, a) with b·r ≤ c ≤ a·r between the kernel distance r and the chord c of a pair
+        (what a product's conservative radius maps need)."""
+        return 1.0, 1.0
+
+    def flat(self):
+        """This embedding without a periodic box (for products, whose trees are not periodic)."""
+        return self
+
 
 class Eigenpairs:
     """Laplace–Beltrami eigenpairs: L φ_k = −λ_k φ_k, orthonormal in L²(dvol) (L²(γ) on R^d).
@@ -232,8 +241,9 @@ class Manifold:
         raise NotImplementedError(f"{self!r} cannot be saved")
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
-        """The manifold of a ``_spec`` (``ValueError`` for a malformed one)."""
+    def _from_spec(cls, spec, arrays, build):
+        """The manifold of a ``_spec``; ``build(spec, arrays)`` rebuilds any manifold (a product's
+        factors)."""
         raise NotImplementedError
 
     # --- front ends ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ bound. Radial kernels (S², SO(3)) use the chain rule ∇_x log k = (d log k/dθ
 ∇_x θ = −log_x(y)/θ, the unit vector pointing away from y.
 """
 
+import functools
 import math
 import warnings
 
@@ -14,6 +15,7 @@ import torch
 from heatscore._errors import TruncationWarning
 from heatscore.manifolds import _closed_forms as cf
 from heatscore.manifolds._base import MAX_CHUNK_ENTRIES, rows_per_chunk
+from heatscore.manifolds._lattice import _lattice_eigenvalues, lattice_count
 
 #: Relative accuracy the automatic routes aim at (DESIGN: relative error ≤ 1e-6).
 DEFAULT_RTOL = 1e-6
@@ -303,6 +305,25 @@ class SphereBackend(_RadialBackend):
         return n_levels**2
 
 
+class SphereDBackend(_RadialBackend):
+    """S^d, d ≥ 3: the closed forms of :mod:`heatscore.manifolds._sphere_d_kernel` (exact and
+    positive at every t; the route per t and d is stated there) and the S^d level counts."""
+
+    def __init__(self, manifold):
+        from heatscore.manifolds import _sphere_d_kernel as sd
+
+        super().__init__(manifold)
+        d = manifold.dim
+        self.log_radial = functools.partial(sd.sphere_d_log_heat_kernel, d)
+        self.dlog_radial = functools.partial(sd.sphere_d_dlog_heat_kernel_dtheta, d)
+        self._levels_for = functools.partial(sd.sphere_d_levels_for_accuracy, d)
+
+    def n_functions(self, n_levels):
+        from heatscore.manifolds._hyperspherical import level_multiplicity
+
+        return sum(level_multiplicity(self.manifold.dim, l) for l in range(n_levels))
+
+
 class SO3Backend(_RadialBackend):
     log_radial = staticmethod(cf.so3_log_heat_kernel)
     dlog_radial = staticmethod(cf.so3_dlog_heat_kernel_dtheta)
@@ -320,6 +341,11 @@ class TorusBackend(_SpectralMixin):
 
     def _levels_for(self, t, rtol, reference):
         return cf.torus_levels_for_accuracy(self.manifold.dim, t, rtol, reference)
+
+    def n_functions(self, n_levels):
+        """Counted, not built (the lattice of a high-dimensional torus is large)."""
+        d = self.manifold.dim
+        return lattice_count(d, _lattice_eigenvalues(d, n_levels)[-1])
 
     #: Fast route for one time τ ≤ FAST_MAX_T: the image sum with |n| ≤ 2 (the first omitted
     #: image is below e^{−(3π)²/4τ} ≤ e^{−44} relative), without the closed forms' per-element

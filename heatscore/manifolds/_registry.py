@@ -3,11 +3,12 @@ inverse of ``_spec``."""
 
 from heatscore.manifolds.euclidean import Euclidean
 from heatscore.manifolds.mesh import TriangleMesh
+from heatscore.manifolds.product import ProductManifold
 from heatscore.manifolds.so3 import SO3
 from heatscore.manifolds.sphere import Sphere
 from heatscore.manifolds.torus import Torus
 
-KINDS = {cls.__name__: cls for cls in (Sphere, Torus, SO3, Euclidean, TriangleMesh)}
+KINDS = {cls.__name__: cls for cls in (Sphere, Torus, SO3, Euclidean, TriangleMesh, ProductManifold)}
 
 
 def manifold_from_spec(spec, arrays):
@@ -15,4 +16,4 @@ def manifold_from_spec(spec, arrays):
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind not in KINDS:
         raise ValueError(f"unknown manifold kind {kind!r} (known: {', '.join(KINDS)})")
-    return KINDS[kind]._from_spec(spec, arrays)
+    return KINDS[kind]._from_spec(spec, arrays, manifold_from_spec)

@@ -128,16 +128,27 @@ class HermiteEigenpairs(Eigenpairs):
 
 
 class _OUEmbedding(IndexEmbedding):
-    """The data as they are; queries at e^τ x with radius e^τ r (the kernel is centred at e^{−τ}y)."""
+    """u = y/s for the data, e^τ x/s for queries: the kernel N(x; e^{−τ}y, s²(1 − e^{−2τ}) I)
+    depends on r = |x − e^{−τ}y|/s, and the chord is e^τ r (the kernel falls at least as fast as
+    the flat bound e^{−r²/4τ}, since 1 − e^{−2τ} ≤ 2τ)."""
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    def data(self, Y):
+        return Y.detach().cpu().numpy() / self.scale
 
     def query(self, X, tau):
-        return X.detach().cpu().numpy() * math.exp(tau)
+        return X.detach().cpu().numpy() * (math.exp(tau) / self.scale)
 
     def to_chord(self, r, tau):
         return r * math.exp(tau)
 
     def from_chord(self, c, tau):
         return c * math.exp(-tau)
+
+    def chord_bounds(self, tau):
+        return math.exp(tau), math.exp(tau)
 
 
 class Euclidean(Manifold):
@@ -172,7 +183,7 @@ class Euclidean(Manifold):
         return {"kind": "Euclidean", "dim": self.d, "scale": self.scale}, {}
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
+    def _from_spec(cls, spec, arrays, build):
         return cls(spec["dim"], scale=spec["scale"])
 
     def _features(self, x):
@@ -257,7 +268,7 @@ class Euclidean(Manifold):
         return HermiteEigenpairs(self, alpha, basis)
 
     def _index_embedding(self):
-        return _OUEmbedding()
+        return _OUEmbedding(self.scale)
 
     def _sample_heat_kernel(self, x0, t, gen):
         """e^{−t} x0 + s √(1 − e^{−2t}) N(0, I)."""

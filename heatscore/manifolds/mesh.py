@@ -161,7 +161,7 @@ class TriangleMesh(Manifold):
         return {"kind": "TriangleMesh"}, {"mesh_vertices": self._V, "mesh_faces": self._F}
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
+    def _from_spec(cls, spec, arrays, build):
         return cls(arrays["mesh_vertices"], arrays["mesh_faces"])
 
     cli_name = "mesh"

@@ -330,6 +330,10 @@ class _QuaternionEmbedding(IndexEmbedding):
     def from_chord(self, c, tau):
         return 4 * np.arcsin(np.minimum(c / 2, 1.0))
 
+    def chord_bounds(self, tau):
+        """2 sin(θ/4) between (√2/π)θ and θ/2 on [0, π]."""
+        return math.sqrt(2) / math.pi, 0.5
+
 
 def _rz(a):
     """(n, 3, 3) rotations about z by the angles a (numpy)."""
@@ -370,7 +374,7 @@ class SO3(Manifold):
         return {"kind": "SO3"}, {}
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
+    def _from_spec(cls, spec, arrays, build):
         return cls()
 
     cli_name = "so3"

@@ -13,12 +13,8 @@ import torch
 
 from heatscore._validation import as_generator, check_positive_int, randn
 from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rowdot, rows_per_chunk
-
-
-def _unit(x):
-    """Rows of ``x`` scaled to unit length (validated points are within 1e-6 of it already, so
-    |x|² neither overflows nor underflows)."""
-    return x / rowdot(x, x).sqrt_().unsqueeze(-1)
+from heatscore.manifolds._hyperspherical import (HypersphericalHarmonics, _sphere_volume, _unit,
+                                                 sphere_d_quadrature)
 
 
 def _tangent_part(x, v):
@@ -41,14 +37,6 @@ def exp_unit(x, v):
     return torch.addcmul(x * a.unsqueeze(-1), v, b.unsqueeze(-1))
 
 
-def _sphere_volume(d):
-    """Area of S^d: 2π^{(d+1)/2} / Γ((d+1)/2), by |S^d| = 2π/(d−1) |S^{d−2}|, |S^0| = 2, |S^1| = 2π."""
-    vol = 2.0 if d % 2 == 0 else 2.0 * math.pi
-    for k in range(2 if d % 2 == 0 else 3, d + 1, 2):
-        vol *= 2.0 * math.pi / (k - 1)
-    return vol
-
-
 class _ChordEmbedding(IndexEmbedding):
     """The unit vectors themselves: chord c = 2 sin(θ/2)."""
 
@@ -63,6 +51,10 @@ class _ChordEmbedding(IndexEmbedding):
     def from_chord(self, c, tau):
         return 2 * np.arcsin(np.minimum(c / 2, 1.0))
 
+    def chord_bounds(self, tau):
+        """2 sin(θ/2) between (2/π)θ and θ on [0, π]."""
+        return 2 / math.pi, 1.0
+
 
 class Sphere(Manifold):
     """The unit sphere S^d = {x ∈ R^{d+1}: |x| = 1} (default d = 2), induced metric.
@@ -72,8 +64,8 @@ class Sphere(Manifold):
     tangent part of ``v`` (its component along x is dropped, as in geomstats). ``log`` at the
     exact antipode y = −x (where every direction is a minimising geodesic) returns π·u with u the
     unit tangent obtained by projecting the coordinate axis e_i, i = argmin_i |x_i| (the first
-    such i on ties); e.g. log_{e_z}(−e_z) = π e_x. Eigenpairs (real spherical harmonics) exist
-    for d = 2 only: see :class:`SphericalHarmonics`.
+    such i on ties); e.g. log_{e_z}(−e_z) = π e_x. Eigenpairs, heat kernels and forward sampling
+    for every d ≥ 2 (``eigenpairs``).
     """
 
     _deviation_name = "| |x| - 1 |"
@@ -94,7 +86,7 @@ class Sphere(Manifold):
         return {"kind": "Sphere", "dim": self.dim}, {}
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
+    def _from_spec(cls, spec, arrays, build):
         return cls(spec["dim"])
 
     def _features(self, x):
@@ -159,12 +151,14 @@ class Sphere(Manifold):
 
     # --- spectrum and interop ---------------------------------------------------------------
     def eigenpairs(self, n_levels):
-        """Real spherical harmonics of degrees l = 0 … n_levels − 1 (S² only): λ = l(l+1), 2l+1 each."""
+        """Real spherical harmonics of degrees l = 0 … n_levels − 1, λ = l(l+d−1): on S² the
+        sphericart ones (:class:`SphericalHarmonics`, 2l+1 per level), on S^d, d ≥ 3, the
+        hyperspherical harmonics (:class:`heatscore.manifolds._hyperspherical.HypersphericalHarmonics`,
+        C(l+d, d) − C(l+d−2, d) per level)."""
         n_levels = self._check_levels(n_levels)
-        if self.dim != 2:
-            raise NotImplementedError(
-                f"{self!r}.eigenpairs: spherical harmonics are implemented for Sphere(2) only")
-        return SphericalHarmonics(self, n_levels)
+        if self.dim == 2:
+            return SphericalHarmonics(self, n_levels)
+        return HypersphericalHarmonics(self, n_levels)
 
     def _tangent_frame(self, x):
         """The columns of the Householder reflection H = I − 2wwᵀ/|w|², w = u + sign(u_k)e_k,
@@ -198,40 +192,35 @@ class Sphere(Manifold):
     def _index_embedding(self):
         return _ChordEmbedding(self.dim)
 
-    _default_levels = 16
+    @property
+    def _default_levels(self):
+        """16 levels on S² (256 harmonics); on S^d the most levels with at most 1000 harmonics."""
+        levels = 1
+        while levels < 16 and len(self.eigenpairs(levels + 1)) <= 1000:
+            levels += 1
+        return levels
 
     def _product_rule(self, n_levels):
         """Products of degree ≤ L − 1 harmonics have degree ≤ 2(L − 1): 2L − 1 levels; the rule
         with 2L nodes is exact to degree 4L − 1."""
-        return (2 * n_levels - 1, 2 * n_levels) if self.dim == 2 else None
+        return 2 * n_levels - 1, 2 * n_levels
 
     def quadrature(self, n):
-        """S²: Gauss–Legendre in cos θ (n nodes) × trapezoid in φ (2n nodes), exact for spherical
-        harmonics of degree ≤ 2n − 1."""
-        n = check_positive_int(n, "n")
-        if self.dim != 2:
-            raise NotImplementedError(f"{self!r}.quadrature: only Sphere(2) is implemented")
-        z, wz = np.polynomial.legendre.leggauss(n)
-        phi = 2 * np.pi * np.arange(2 * n) / (2 * n)
-        Z, P = np.meshgrid(z, phi, indexing="ij")
-        r = np.sqrt(1 - Z**2)
-        pts = np.stack([r * np.cos(P), r * np.sin(P), Z], axis=-1).reshape(-1, 3)
-        w = np.repeat(wz, 2 * n) * (2 * np.pi / (2 * n))
-        return torch.as_tensor(pts), torch.as_tensor(w)
+        """Exact for polynomials of degree ≤ 2n − 1 (harmonics included): on S² Gauss–Legendre in
+        cos θ (n nodes) × trapezoid in φ (2n nodes); on S^d the product rule of
+        :func:`heatscore.manifolds._hyperspherical.sphere_d_quadrature` (2n·n^{d−1} nodes)."""
+        return sphere_d_quadrature(self.dim, check_positive_int(n, "n"))
 
     def _make_heat_backend(self):
-        from heatscore.manifolds._heat_backends import SphereBackend
+        from heatscore.manifolds._heat_backends import SphereBackend, SphereDBackend
 
-        if self.dim != 2:
-            raise NotImplementedError(f"heat kernel on {self!r}: only Sphere(2) is implemented")
-        return SphereBackend(self)
+        return SphereBackend(self) if self.dim == 2 else SphereDBackend(self)
 
     def _sample_heat_kernel(self, x0, t, gen):
-        from heatscore.manifolds._radial_sampling import sample_sphere_angle
+        """The geodesic angle's exact draw, then a uniform direction (the kernel is isotropic)."""
+        from heatscore.manifolds._sphere_d_kernel import sample_sphere_d_angle
 
-        if self.dim != 2:
-            raise NotImplementedError(f"exact heat-kernel sampling on {self!r}: only Sphere(2)")
-        return self._exp_random_direction(x0, sample_sphere_angle(t, x0.shape[0], gen), gen)
+        return self._exp_random_direction(x0, sample_sphere_d_angle(self.dim, t, x0.shape[0], gen), gen)
 
     def to_geomstats(self):
         """geomstats ``Hypersphere(dim)`` (numpy backend; convert points through numpy)."""

@@ -16,6 +16,7 @@ from heatscore._validation import (
 )
 from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, broadcast_rows,
                                       coordinate_walk_increment, levels_from_eigenvalues)
+from heatscore.manifolds._lattice import _lattice_ball, _lattice_eigenvalues, _sums_of_squares
 
 TWO_PI = 2.0 * math.pi
 
@@ -30,53 +31,6 @@ def wrap_angles(x):
     r = torch.fmod(x, two_pi)
     r = torch.where(r < 0, r + two_pi, r)
     return torch.where(r >= two_pi, torch.zeros_like(r), r)
-
-
-def _sums_of_squares(d, max_value):
-    """(max_value + 1,) bool: which integers 0..max_value are sums of ``d`` squares.
-
-    Four squares already give every integer (Lagrange), so at most four rounds are needed.
-    """
-    reachable = torch.zeros(max_value + 1, dtype=torch.bool)
-    reachable[0] = True
-    squares = [j * j for j in range(math.isqrt(max_value) + 1)]
-    for _ in range(min(d, 4)):
-        nxt = torch.zeros_like(reachable)
-        for s in squares:
-            nxt[s:] |= reachable[:max_value + 1 - s]
-        reachable = nxt
-    return reachable
-
-
-def _lattice_eigenvalues(d, n_levels):
-    """The first ``n_levels`` distinct values of |k|², k ∈ Z^d, as a Python list of ints."""
-    max_value = max(n_levels, 4)
-    while True:
-        values = torch.nonzero(_sums_of_squares(d, max_value)).flatten()
-        if values.numel() >= n_levels:
-            return values[:n_levels].tolist()
-        max_value *= 2
-
-
-def _lattice_ball(d, radius_sq):
-    """(M, d) int64: every k ∈ Z^d with |k|² ≤ radius_sq, in lexicographic order.
-
-    Built one coordinate at a time, keeping only prefixes whose partial |k|² fits, so the work
-    is about d · (2R + 1) · M rather than (2R + 1)^d.
-    """
-    r = math.isqrt(radius_sq)
-    coords = torch.arange(-r, r + 1, dtype=torch.long)
-    points = torch.zeros((1, 0), dtype=torch.long)
-    partial = torch.zeros(1, dtype=torch.long)
-    for _ in range(d):
-        m = points.shape[0]
-        new_partial = (partial.unsqueeze(1) + coords.unsqueeze(0) ** 2).reshape(-1)
-        keep = new_partial <= radius_sq
-        prefix = points.repeat_interleave(coords.numel(), dim=0)
-        last = coords.repeat(m).unsqueeze(1)
-        points = torch.cat([prefix, last], dim=1)[keep]
-        partial = new_partial[keep]
-    return points
 
 
 class TorusEigenpairs(Eigenpairs):
@@ -136,6 +90,32 @@ class _PeriodicEmbedding(IndexEmbedding):
 
     boxsize = TWO_PI
 
+    def flat(self):
+        return _CircleEmbedding()
+
+
+class _CircleEmbedding(IndexEmbedding):
+    """(cos θ_i, sin θ_i) per angle: per coordinate the chord 2 sin(δ_i/2), between (2/π)δ_i and
+    δ_i (δ_i ∈ [0, π] the wrapped difference), so the chord is between (2/π) r and r."""
+
+    extent = math.sqrt(2)
+
+    def data(self, Y):
+        return self.query(Y, 0.0)
+
+    def query(self, X, tau):
+        x = X.detach().cpu()
+        return torch.cat([torch.cos(x), torch.sin(x)], dim=1).numpy()
+
+    def chord_bounds(self, tau):
+        return 2 / math.pi, 1.0
+
+    def to_chord(self, r, tau):
+        return r
+
+    def from_chord(self, c, tau):
+        return c / self.chord_bounds(tau)[0]
+
 
 class Torus(Manifold):
     """The flat torus T^d = R^d / 2πZ^d: points are angles ``(n, d)``.
@@ -164,7 +144,7 @@ class Torus(Manifold):
         return {"kind": "Torus", "dim": self.d}, {}
 
     @classmethod
-    def _from_spec(cls, spec, arrays):
+    def _from_spec(cls, spec, arrays, build):
         return cls(spec["dim"])
 
     def _features(self, x):
