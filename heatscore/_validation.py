@@ -1,6 +1,7 @@
 """Input conversion and validation shared by every module.
 
-Public functions accept numpy arrays, tensors or nested sequences of numbers and return tensors.
+Public functions accept numpy arrays, tensors, nested sequences of numbers and array-likes
+(objects with ``__array__``, e.g. pandas frames) and return tensors; sparse input is refused.
 Integers become float64; float32 stays float32 (tolerances follow the dtype).
 """
 
@@ -9,15 +10,21 @@ import numbers
 import numpy as np
 import torch
 
+#: torch's sparse layouts (sparse tensors are refused with a clear message).
+_SPARSE_LAYOUTS = (torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)
+
 #: Off-manifold tolerance by dtype (DESIGN: 1e-6 in float64, 1e-4 in float32).
 MANIFOLD_ATOL = {torch.float64: 1e-6, torch.float32: 1e-4}
 
 
 def as_float_tensor(x, name, dtype=None, device=None):
     """Convert ``x`` to a floating tensor; ``TypeError`` naming ``name`` if it is not numeric."""
+    if getattr(x, "tocsr", None) is not None or getattr(x, "layout", None) in _SPARSE_LAYOUTS:
+        raise TypeError(f"{name} must be a dense array: sparse input is not supported "
+                        f"(found {type(x).__name__})")
     if isinstance(x, torch.Tensor):
         t = x
-    elif isinstance(x, (np.ndarray, list, tuple, numbers.Number, np.generic)):
+    elif isinstance(x, (np.ndarray, list, tuple, numbers.Number, np.generic)) or hasattr(x, "__array__"):
         arr = np.asarray(x)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise TypeError(f"{name} must be a numeric array or tensor, found dtype {arr.dtype}")

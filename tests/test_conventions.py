@@ -444,8 +444,11 @@ def test_from_geometric_kernels_validation():
         from_geometric_kernels(k, cached_mesh("ico1"), 1.0, normalize=False)
     with pytest.raises(TypeError, match="manifold must be a heatscore manifold"):
         from_geometric_kernels(k, "sphere", 1.0)
-    with pytest.raises(NotImplementedError, match="Sphere"):   # k_t(x, x) needs heatscore's S³ kernel
-        from_geometric_kernels(k, Sphere(3), 1.0, normalize=True)
+    m3 = Sphere(3)                                     # S³: normalised values convert both ways
+    x3 = m3.random_uniform(4, rng=3)
+    k3 = HeatKernel(m3)(x3, x3, 0.5)
+    back = from_geometric_kernels(to_geometric_kernels(k3, m3, 1.0), m3, 1.0)
+    torch.testing.assert_close(back, k3, rtol=1e-12, atol=0)
 
 
 # --- GeometricKernels itself (optional: pip install geometric-kernels, the `bench` extra) -------

@@ -332,8 +332,8 @@ def test_eigenpairs_validation():
         s.eigenpairs(0)
     with pytest.raises(TypeError, match="n_levels must be an integer"):
         s.eigenpairs(2.5)
-    with pytest.raises(NotImplementedError, match=r"Sphere\(3\)\.eigenpairs.*Sphere\(2\) only"):
-        Sphere(3).eigenpairs(2)
+    with pytest.raises(ValueError, match="manifold.dim must be >= 2"):
+        Sphere(1).eigenpairs(2)                       # the circle's eigenpairs: Torus(1)
 
 
 def test_degree_one_closed_form(gen):

@@ -13,12 +13,20 @@ from heatscore._errors import NotFittedError
 
 
 class BaseEstimator(sklearn.base.BaseEstimator):
-    """Fitted-state handling shared by every heatscore estimator."""
+    """Fitted-state handling shared by every heatscore estimator.
+
+    ``_private_state``: the names of the private attributes ``fit`` sets (caches, routes), which
+    ``_reset`` forgets with the fitted attributes (names ending in ``_``).
+    """
+
+    _private_state = ()
 
     def _reset(self):
-        """Forget every fitted attribute and private cache: only the parameters remain."""
+        """Forget every fitted attribute and private cache: only the parameters (and what
+        scikit-learn itself attaches) remain."""
         params = set(self._get_param_names())
-        for name in [k for k in vars(self) if k not in params]:
+        for name in [k for k in vars(self) if k not in params
+                     and (k.endswith("_") and not k.startswith("__") or k in self._private_state)]:
             delattr(self, name)
 
     def _check_fitted(self, attribute):

@@ -284,6 +284,8 @@ class NeuralScoreModel(BaseEstimator):
     start of training at each step, ``device_``.
     """
 
+    _private_state = ("_base_per_point", "_kernel")
+
     def __init__(self, manifold, objective="dsm", residual=None, t_min=None, t_max=None,
                  hidden=DEFAULT_HIDDEN, n_frequencies=8, n_steps=2000, batch_size=256, lr=1e-3,
                  rng=None, device=None, dtype=torch.float64, progress=False, n_times=None):

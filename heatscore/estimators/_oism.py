@@ -336,6 +336,8 @@ class OperatorScoreMatching(BaseEstimator):
     coefficient vectors α(t) are cached per time.
     """
 
+    _private_state = ("_alphas", "_fit_share", "_split", "_stats", "_terms")
+
     def __init__(self, manifold, n_levels=None, ridge=None, t_min=None, basis="total"):
         self.manifold = manifold
         self.n_levels = n_levels

@@ -87,6 +87,9 @@ class DiffusionKernelSmoother(BaseEstimator):
     array.
     """
 
+    _private_state = ("_ksum", "_spec", "_mesh_density", "_loo_rows", "_grid_loo", "_shrunk_ep",
+                      "_dask")
+
     def __init__(self, manifold, time="auto", t_min=None, route="auto", shrinkage=False,
                  n_levels=None):
         self.manifold = manifold
