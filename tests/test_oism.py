@@ -233,3 +233,16 @@ def test_validation_and_conventions(gen):
     assert est.get_params()["n_levels"] == 3
     assert est.set_params(ridge=0.0).ridge == 0.0
     assert est.t_min_ == pytest.approx(1e-3 / 2)
+
+
+def test_separable_basis_equals_total_degree_in_one_dimension():
+    """On R^1 the separable and the total-degree Hermite bases are the same functions: the fitted
+    scores and the ISM objective (its constant term included) agree."""
+    m = Euclidean(1, scale=1.5)
+    X = 1.5 * torch.randn(300, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.4
+    a = OperatorScoreMatching(m, n_levels=5, ridge=0.0).fit(X)
+    b = OperatorScoreMatching(m, n_levels=5, ridge=0.0, basis="separable").fit(X)
+    Q = X[:7]
+    torch.testing.assert_close(a.grad_log_density(Q, 0.1), b.grad_log_density(Q, 0.1), rtol=1e-9, atol=1e-9)
+    assert a.ism_objective(X, 0.1) == pytest.approx(b.ism_objective(X, 0.1), rel=1e-9)
+    torch.testing.assert_close(a.divergence(Q, 0.1), b.divergence(Q, 0.1), rtol=1e-9, atol=1e-9)

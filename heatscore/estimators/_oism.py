@@ -89,6 +89,13 @@ class _Terms:
     def constant(self, stats, t):
         return 0.0
 
+    def to(self, device):
+        """The terms with every tensor on ``device`` (they are built on the CPU)."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
 
 class _QuadratureTerms(_Terms):
     """Manifolds with a product rule (``m._product_rule``: Sphere(2), Torus(d), SO3,
@@ -197,7 +204,8 @@ class _SeparableTerms(_Terms):
 
         self.m, self.L, self.d = m, n_levels, m.dim
         self.s = float(m.scale)
-        self.diffusion = self.s ** 2
+        self.process = m._forward_process()
+        self.diffusion = self.process.diffusion
         self.euclidean = True
         self.degree_product = max(2 * n_levels - 4, 0)             # h_j' h_k' degree ≤ 2L − 4
         z, wz = np.polynomial.hermite_e.hermegauss(max(2 * n_levels - 2, 1))
@@ -227,13 +235,13 @@ class _SeparableTerms(_Terms):
 
     def gram(self, stats, t):
         R = self.degree_product + 1
-        decay = torch.exp(-t * torch.arange(R, dtype=torch.float64))
+        decay = torch.exp(-t * torch.arange(R, dtype=torch.float64, device=self.wz.device))
         rho = (stats["coef"][:, :R] * decay) @ self.h_nodes.T      # (d, Q) marginal densities
         D = self.dh_nodes
         blocks = torch.einsum("qj,dq,qk->djk", D, rho * self.wz, D) / self.diffusion
         J = self.L - 1                                             # (i, j, k) -> ((j−1)d+i, (k−1)d+i)
-        A = torch.zeros((J, self.d, J, self.d), dtype=blocks.dtype)
-        idx = torch.arange(self.d)
+        A = blocks.new_zeros((J, self.d, J, self.d))
+        idx = torch.arange(self.d, device=blocks.device)
         A[:, idx, :, idx] = blocks
         return A.reshape(J * self.d, J * self.d)
 
@@ -251,7 +259,7 @@ class _SeparableTerms(_Terms):
     def divergence(self, X, alpha):
         """Σ_{ij} α_ij h_j''(u_i)/s² − d/s², h_j'' = √(j(j−1)) h_{j−2}."""
         h, _ = self._hermite(X)
-        j = torch.arange(1, self.L, dtype=X.dtype)
+        j = torch.arange(1, self.L, dtype=X.dtype, device=X.device)
         second = torch.zeros_like(h[:, :, 1:self.L])
         second[:, :, 1:] = torch.sqrt(j[1:] * (j[1:] - 1)) * h[:, :, :self.L - 2]
         return (second * self._per_coordinate(alpha)).sum(dim=(1, 2)) / self.diffusion \
@@ -376,7 +384,7 @@ class OperatorScoreMatching(BaseEstimator):
         w = normalised_weights(sample_weight, X.shape[0], X)
         self._set_n_features(X)
         self.n_levels_ = n_levels
-        self._terms = _terms_for(m, n_levels, self.basis)
+        self._terms = _terms_for(m, n_levels, self.basis).to(X.device)
         self.t_min_ = T_MIN_FACTOR / m._first_eigenvalue() if self.t_min is None \
             else float(self.t_min)
         self._split = None
