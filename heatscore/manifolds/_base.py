@@ -1,8 +1,52 @@
-"""Base class of every manifold and the eigenpairs container.
+"""The manifold protocol: what every heatscore manifold provides, and its base class.
 
 A manifold holds points of shape ``point_shape`` batched first, ``(n, *point_shape)``; tangent
 vectors are ambient arrays of shape ``(n, *ambient_shape)``. Distances and maps are row-paired
-(row i of x with row i of y; a leading dimension of 1 broadcasts).
+(row i of x with row i of y; a leading dimension of 1 broadcasts). Everything one geometry knows
+lives with it (its module and its kernel module); the other layers (heat kernels, estimators,
+samplers, the command line, pictures) use only the names below. Adding a manifold means its own
+module(s), one line in ``_registry.KINDS`` and one entry in the contract tests' list
+(``tests/test_manifold_contract.py``, which runs :mod:`heatscore.testing`).
+
+Public API (validated inputs; DESIGN's API block): ``dim``, ``point_shape``, ``ambient_shape``,
+``volume``; ``validate``, ``belongs``, ``proj``, ``exp``, ``log``, ``inner``, ``norm``, ``dist``,
+``pairwise_dist``; ``random_uniform``, ``random_tangent_normal``, ``drift``, ``sample_stationary``;
+``eigenpairs(n_levels)``; ``quadrature(n)``; ``to_geomstats``; ``==`` and ``hash``.
+
+Internal protocol: unvalidated (the caller has validated the points), the methods other layers
+may call. Defaults here serve compact manifolds with an induced metric; a manifold overrides
+what differs.
+
+Geometry
+- ``_off_manifold(x)`` (n,): deviation in the manifold's measure (``_deviation_name``).
+- ``_wrap(x)``: canonical coordinates (the torus' [0, 2π)); ``_safe_point(x)``: a valid point.
+- ``_proj(x, v)``, ``_exp(x, v)``, ``_log(x, y)``, ``_dist(x, y)``, ``_inner(x, u, v)``.
+- ``_random_tangent_normal(x, gen)``: ξ ~ N(0, I) in T_xM, isotropic in the metric.
+- ``_tangent_frame(x)`` (n, dim, *ambient): a g-orthonormal frame (exact divergences).
+- ``_smooth_curve(x, step)``: a curve with velocity ``step`` at 0, twice differentiable there.
+- ``_metric_coordinates(x, v)`` (n, c): coordinates in which g is the dot product.
+Forward process and spectrum
+- ``_forward_process()``: the :class:`Process` (drift, its divergence, D, stationary law).
+- ``_first_eigenvalue()``: λ_1, the time scale 1/λ_1 of every default.
+- ``_log_reference(x)`` / ``_grad_log_reference(x)``: the eigenbasis' reference density w.r.t.
+  dvol (None on compact manifolds; N(0, s² I) on R^d).
+- ``_sample_heat_kernel(x0, t, gen)``: exact forward noising; ``_exp_random_direction`` helps
+  isotropic kernels.
+- ``_walk_step(y, process)``: the geodesic random walk's step; ``_tangent_noise(x, gen)``: the
+  samplers' tangent noise (``_ambient_tangent_noise`` for induced metrics).
+- ``_heat_backend()``: the heat-kernel backend (``_make_heat_backend``): row-paired
+  ``log_and_grad(x, y, t, want_grad)``, spectral routes and tail bounds where they exist.
+- ``_index_embedding()``: the :class:`IndexEmbedding` of kernel sums (None: dense sums only).
+- ``smooth_scores`` (False on meshes: no ODE, divergence or ISM), ``discrete`` (True on meshes:
+  densities as vertex values under the discrete heat flow).
+Estimators
+- ``_default_levels``: OISM's levels when none are given; ``_bases``: the eigenbases offered.
+- ``_product_rule(n_levels)``: (product levels, quadrature resolution) of closed-form OISM.
+- ``_features(x)`` (n, ``_n_features``): a score network's input features.
+Persistence and front ends
+- ``_key()`` (equality and hash), ``_spec()`` → (JSON dict with "kind", arrays) and the class
+  method ``_from_spec(spec, arrays, build)``; ``manifold_from_spec`` inverts ``_spec``.
+- ``cli_name`` (``--manifold``), ``_column_names()`` (CSV header), ``plot_view`` (the picture).
 """
 
 import functools
