@@ -16,16 +16,23 @@ nats of log p (far from the data log p falls by hundreds).
   data), :func:`plot_reverse_paths` (paths of a few particles of the reverse process).
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
 import os
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from heatscore._files import temporary_path
+from heatscore._typing import ArrayLike, LogDensityFn, PathLike
 from heatscore.datasets import latlon_to_unit, unit_to_latlon
 from heatscore.datasets._coastlines import load_coastlines
+
+if TYPE_CHECKING:
+    from heatscore.manifolds import Manifold, TriangleMesh
 
 #: Colour range of density maps, in nats below the maximum.
 DYNAMIC_RANGE = 12.0
@@ -67,7 +74,7 @@ def _require_matplotlib():
     return plt
 
 
-def image_format(path, name="path"):
+def image_format(path: PathLike, name: str = "path") -> str:
     """The format of a picture written to ``path`` ("png", "pdf" or "svg", from its extension);
     ``ValueError`` naming ``name`` for any other extension."""
     ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
@@ -128,7 +135,8 @@ def _dots(over_density, size):
 
 
 # --- S² -------------------------------------------------------------------------------------------
-def sphere_density_grid(log_density, n_lat=180, n_lon=360):
+def sphere_density_grid(log_density: LogDensityFn, n_lat: int = 180, n_lon: int = 360
+                        ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lat (n_lat,), lon (n_lon,), log p (n_lat, n_lon)) of a callable X (n, 3) -> log p (n,)."""
     lat = np.linspace(-90 + 90 / n_lat, 90 - 90 / n_lat, n_lat)
     lon = np.linspace(-180 + 180 / n_lon, 180 - 180 / n_lon, n_lon)
@@ -174,8 +182,11 @@ def _cells(n, size_px, cap):
     return int(n) if n is not None else int(min(cap, max(12, round(size_px / CELL_PIXELS))))
 
 
-def plot_sphere_density(log_density, data=None, path="density.png", title=None, size=(10, 5.4),
-                        dpi=100, n_lat=None, n_lon=None, coastlines=True):
+def plot_sphere_density(log_density: LogDensityFn, data: Optional[ArrayLike] = None,
+                        path: PathLike = "density.png", title: Optional[str] = None,
+                        size: Tuple[float, float] = (10, 5.4), dpi: int = 100,
+                        n_lat: Optional[int] = None, n_lon: Optional[int] = None,
+                        coastlines: bool = True) -> PathLike:
     """Write a Mollweide map of log p with optional data points (n, 3); returns the path.
 
     ``log_density``: a callable (n, 3) -> (n,), or None for the data points alone.
@@ -200,8 +211,11 @@ def plot_sphere_density(log_density, data=None, path="density.png", title=None, 
     return path
 
 
-def plot_sphere_globe(log_density, data=None, path="globe.png", centre=None, title=None,
-                      size=(6, 6), dpi=100, n_lat=90, n_lon=180, coastlines=True):
+def plot_sphere_globe(log_density: LogDensityFn, data: Optional[ArrayLike] = None,
+                      path: PathLike = "globe.png", centre: Optional[ArrayLike] = None,
+                      title: Optional[str] = None, size: Tuple[float, float] = (6, 6),
+                      dpi: int = 100, n_lat: int = 90, n_lon: int = 180,
+                      coastlines: bool = True) -> PathLike:
     """Write a 3-D globe of log p (faces of an n_lat × n_lon latitude/longitude grid) with the data
     points (n, 3) and the coastlines (unless ``coastlines=False``) on the visible hemisphere;
     returns the path.
@@ -273,7 +287,8 @@ def _torus_extent(degrees, signed):
     return (-full / 2, full / 2) if signed else (0.0, full)
 
 
-def torus_density_grid(log_density, n=180, degrees=True, signed=True):
+def torus_density_grid(log_density: LogDensityFn, n: int = 180, degrees: bool = True,
+                       signed: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """(centres (n,), log p (n, n)) on the angle square; log p[i, j] at (θ_1 = c[j], θ_2 = c[i])
     (rows follow the vertical axis), centres in the plot's unit and range."""
     lo, hi = _torus_extent(degrees, signed)
@@ -284,8 +299,11 @@ def torus_density_grid(log_density, n=180, degrees=True, signed=True):
     return c, _evaluate(log_density, X).reshape(n, n)
 
 
-def plot_torus_density(log_density, data=None, path="torus.png", degrees=True, signed=True,
-                       labels=("θ₁", "θ₂"), title=None, size=(6.4, 5.4), dpi=100, n_grid=None):
+def plot_torus_density(log_density: LogDensityFn, data: Optional[ArrayLike] = None,
+                       path: PathLike = "torus.png", degrees: bool = True, signed: bool = True,
+                       labels: Sequence[str] = ("θ₁", "θ₂"), title: Optional[str] = None,
+                       size: Tuple[float, float] = (6.4, 5.4), dpi: int = 100,
+                       n_grid: Optional[int] = None) -> PathLike:
     """Write a heat map of log p on the angle square with data points (n, 2); returns the path.
 
     Axes: θ₁ horizontal, θ₂ vertical, in degrees (or radians), over (−180, 180] when ``signed``
@@ -326,7 +344,8 @@ def _axis_angle(X):
     return lon, lat, np.degrees(theta.numpy())
 
 
-def so3_marginals(log_density, n_lat=30, n_lon=60, n_angle=48):
+def so3_marginals(log_density: LogDensityFn, n_lat: int = 30, n_lon: int = 60,
+                  n_angle: int = 48) -> Tuple[np.ndarray, ...]:
     """Marginals of a density p on SO(3) (w.r.t. the Riemannian volume, total 8π²) in axis–angle
     coordinates, where dvol = 2(1 − cos θ) dθ dΩ (dΩ the area element of the axis sphere).
 
@@ -365,8 +384,10 @@ def _so3_panel(fig, spec, X, marg=None, label="data"):
     return ax, sc
 
 
-def plot_so3(data=None, path="so3.png", log_density=None, title=None, size=(12, 4.8), dpi=100,
-             n_lat=30, n_lon=60, n_angle=48):
+def plot_so3(data: Optional[ArrayLike] = None, path: PathLike = "so3.png",
+             log_density: Optional[LogDensityFn] = None, title: Optional[str] = None,
+             size: Tuple[float, float] = (12, 4.8), dpi: int = 100, n_lat: int = 30,
+             n_lon: int = 60, n_angle: int = 48) -> PathLike:
     """Write a readable picture of rotations (n, 3, 3) and a density on SO(3); returns the path.
 
     Left: the rotation axes on a Mollweide map coloured by rotation angle, over the density's axis
@@ -458,8 +479,11 @@ def _mesh_axes(fig, spec, mesh, view, up, log_density=None, X=None):
     return ax, mappable
 
 
-def plot_mesh_density(mesh, log_density=None, data=None, path="mesh.png", view=(20.0, 30.0),
-                      up="y", title=None, size=(7, 6), dpi=100):
+def plot_mesh_density(mesh: "TriangleMesh", log_density: Optional[LogDensityFn] = None,
+                      data: Optional[ArrayLike] = None, path: PathLike = "mesh.png",
+                      view: Tuple[float, float] = (20.0, 30.0), up: str = "y",
+                      title: Optional[str] = None, size: Tuple[float, float] = (7, 6),
+                      dpi: int = 100) -> PathLike:
     """Write the mesh with each face coloured by log p at its centroid and the data points (n, 3)
     on the faces that face the viewer; returns the path.
 
@@ -485,7 +509,8 @@ def _kind(m):
                      f"meshes, found {m!r}")
 
 
-def plot_density(manifold, log_density, data=None, path="density.png", **kwargs):
+def plot_density(manifold: "Manifold", log_density: LogDensityFn, data: Optional[ArrayLike] = None,
+                 path: PathLike = "density.png", **kwargs) -> PathLike:
     """The density picture of ``manifold``: a Mollweide map (S²), a heat map (T²), the axis–angle
     view (SO(3)) or the coloured surface (mesh). ``kwargs`` go to that function."""
     kind = _kind(manifold)
@@ -530,8 +555,11 @@ def _panel(fig, spec, m, kind, X, log_density, label, view, up, coastlines):
     return ax
 
 
-def plot_samples(manifold, data, samples, path="samples.png", log_density=None, title=None,
-                 size=(12, 5), dpi=100, view=(20.0, 30.0), up="y", coastlines=True):
+def plot_samples(manifold: "Manifold", data: ArrayLike, samples: ArrayLike,
+                 path: PathLike = "samples.png", log_density: Optional[LogDensityFn] = None,
+                 title: Optional[str] = None, size: Tuple[float, float] = (12, 5), dpi: int = 100,
+                 view: Tuple[float, float] = (20.0, 30.0), up: str = "y",
+                 coastlines: bool = True) -> PathLike:
     """Write samples (n, *pt) beside data (m, *pt) in two panels of the manifold's view, over the
     density when ``log_density`` is given (``coastlines``: on S² maps). Returns the path."""
     with _drawing(path, size, dpi) as (plt, fig):
@@ -550,9 +578,12 @@ def _broken(u, v, jump):
     return np.insert(u, cut, np.nan), np.insert(v, cut, np.nan)
 
 
-def plot_reverse_paths(manifold, trajectory, path="paths.png", data=None, log_density=None,
-                       title=None, size=(10, 5.4), dpi=100, view=(20.0, 30.0), up="y",
-                       coastlines=True):
+def plot_reverse_paths(manifold: "Manifold", trajectory: ArrayLike, path: PathLike = "paths.png",
+                       data: Optional[ArrayLike] = None,
+                       log_density: Optional[LogDensityFn] = None, title: Optional[str] = None,
+                       size: Tuple[float, float] = (10, 5.4), dpi: int = 100,
+                       view: Tuple[float, float] = (20.0, 30.0), up: str = "y",
+                       coastlines: bool = True) -> PathLike:
     """Write the paths of a few particles of the reverse process; returns the path.
 
     ``trajectory``: (K + 1, n, *point_shape) iterates from T (open circles) to t_end (dots), e.g.

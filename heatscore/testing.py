@@ -21,11 +21,17 @@ Defaults are sized for a fast suite: times and tolerances scale with the manifol
 meshes the mean edge length).
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 import torch
 
 from heatscore.heat_kernels import HeatKernel, sample_heat_kernel
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 __all__ = ["CHECKS", "N_SIGMA", "check_points", "check_tangent_spaces", "check_exp_log",
            "check_forward_process", "check_eigenpairs", "check_orthonormality",
@@ -66,7 +72,7 @@ def _max_abs(a, b):
     return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max()) if torch.as_tensor(a).numel() else 0.0
 
 
-def check_points(m, n=200):
+def check_points(m: Manifold, n: int = 200) -> None:
     """Stationary draws are points of the manifold, float64, reproducible by seed, different for
     another seed, and never touch torch's global random state."""
     state = torch.get_rng_state()
@@ -80,7 +86,7 @@ def check_points(m, n=200):
     _fail(torch.equal(state, torch.get_rng_state()), f"{m!r}: the global random state changed")
 
 
-def check_tangent_spaces(m, n=100, atol=1e-12):
+def check_tangent_spaces(m: Manifold, n: int = 100, atol: float = 1e-12) -> None:
     """proj is idempotent; tangent normal draws are tangent; the metric's frame is orthonormal."""
     x = m.sample_stationary(n, rng=3)
     v = torch.randn((n,) + tuple(m.ambient_shape), generator=torch.Generator().manual_seed(4),
@@ -100,7 +106,7 @@ def check_tangent_spaces(m, n=100, atol=1e-12):
         _fail(_max_abs(gram, eye) <= 1e-10, f"{m!r}: the tangent frame is not g-orthonormal")
 
 
-def check_exp_log(m, n=60, scale=0.05, atol=1e-9):
+def check_exp_log(m: Manifold, n: int = 60, scale: float = 0.05, atol: float = 1e-9) -> None:
     """exp(x, log(x, y)) = y, dist(x, y) = |log_x y| = scale·|ξ| for y = exp(x, scale·ξ), and
     pairwise_dist agrees with dist, symmetric, zero on the diagonal (mesh: within a fraction of
     the edge length)."""
@@ -125,7 +131,7 @@ def check_exp_log(m, n=60, scale=0.05, atol=1e-9):
     _fail(float(m.dist(a, a).abs().max()) <= tol, f"{m!r}: dist(x, x) ≠ 0")
 
 
-def check_forward_process(m, n=10):
+def check_forward_process(m: Manifold, n: int = 10) -> None:
     """The drift is zero on compact manifolds (finite positive volume); on R^d (infinite volume)
     it is the OU drift on the Euclidean coordinates, divergent as stated."""
     x = m.sample_stationary(n, rng=8)
@@ -144,7 +150,7 @@ def check_forward_process(m, n=10):
         _fail(_max_abs(m._proj(x, b), b) <= 1e-12, f"{m!r}: the drift is not tangent")
 
 
-def check_eigenpairs(m, n_levels=4, n=9):
+def check_eigenpairs(m: Manifold, n_levels: int = 4, n: int = 9) -> None:
     """Eigenvalues ascending from 0, one level per distinct value (whole eigenspaces), values and
     finite Riemannian gradients of the right shapes, gradients tangent; on compact manifolds the
     constant is 1/√vol."""
@@ -199,7 +205,8 @@ def _product_kernel_identity(m, t):
           f"{m!r}: the product kernel is not the product of the factors' ({err:.2e})")
 
 
-def check_orthonormality(m, n_levels=3, n=None, atol=1e-9):
+def check_orthonormality(m: Manifold, n_levels: int = 3, n: Optional[int] = None,
+                         atol: float = 1e-9) -> None:
     """Φᵀ W Φ = I by the manifold's deterministic quadrature (w.r.t. dvol on compact manifolds,
     the reference measure μ of the eigenbasis on R^d, the lumped mass on meshes)."""
     z, w = m.quadrature(_resolution(m, n_levels) if n is None else n)
@@ -216,7 +223,8 @@ def _time(m, t):
     return t / m._first_eigenvalue()
 
 
-def check_heat_kernel_normalised(m, t=0.5, n=None, rtol=1e-7, n_points=3):
+def check_heat_kernel_normalised(m: Manifold, t: float = 0.5, n: Optional[int] = None,
+                                 rtol: float = 1e-7, n_points: int = 3) -> None:
     """∫ k_t(x, y) dvol(x) = 1 for a few y, by quadrature (t in units of 1/λ_1); on products the
     factors' normalisations and k = Π k_f (a quadrature of the product is too large)."""
     tt = _time(m, t)
@@ -232,7 +240,8 @@ def check_heat_kernel_normalised(m, t=0.5, n=None, rtol=1e-7, n_points=3):
     _fail(err <= rtol, f"{m!r}: ∫ k_t dvol − 1 = {err:.2e} at t = {tt:.3g}")
 
 
-def check_semigroup(m, s=0.2, t=0.3, n=None, rtol=1e-7):
+def check_semigroup(m: Manifold, s: float = 0.2, t: float = 0.3, n: Optional[int] = None,
+                    rtol: float = 1e-7) -> None:
     """Compact manifolds: ∫ k_s(x, z) k_t(z, y) dvol(z) = k_{s+t}(x, y) by quadrature (products:
     the factors' semigroups and k = Π k_f)."""
     if not _compact(m):
@@ -253,7 +262,8 @@ def check_semigroup(m, s=0.2, t=0.3, n=None, rtol=1e-7):
     _fail(err <= rtol, f"{m!r}: semigroup violated by {err:.2e} (relative)")
 
 
-def check_heat_equation(m, t=0.05, h=1e-4, rtol=1e-4, n=5):
+def check_heat_equation(m: Manifold, t: float = 0.05, h: float = 1e-4, rtol: float = 1e-4,
+                        n: int = 5) -> None:
     """∂_t k_t(x, y) = L_y k_t(x, y) with L = DΔ + b·∇ (the generator acting on the starting point;
     on compact manifolds k is symmetric and this is the heat equation in either argument), by
     central differences in t and along geodesics of a g-orthonormal frame at y; on meshes the
@@ -290,7 +300,9 @@ def check_heat_equation(m, t=0.05, h=1e-4, rtol=1e-4, n=5):
     _fail(err <= rtol, f"{m!r}: ∂_t k − L_y k = {err:.2e} (relative to |∂_t k| + k/t) at t = {tt:.3g}")
 
 
-def check_forward_sampling(m, times=(1e-3, 0.05, 0.6), n_samples=20000, n_levels=3, bias=0.0):
+def check_forward_sampling(m: Manifold, times: Sequence[float] = (1e-3, 0.05, 0.6),
+                           n_samples: int = 20000, n_levels: int = 3,
+                           bias: float = 0.0) -> None:
     """E φ_j(X_t) = e^{−λ_j t} φ_j(x_0) for X_t = ``sample_heat_kernel`` from x_0, within
     N_SIGMA standard errors (+ ``bias``, for samplers with a stated bias: the mesh walk)."""
     ep = m.eigenpairs(n_levels)
@@ -311,6 +323,7 @@ def check_forward_sampling(m, times=(1e-3, 0.05, 0.6), n_samples=20000, n_levels
 
 
 #: Every check, in the order a suite runs them (each with its defaults).
-CHECKS = (check_points, check_tangent_spaces, check_exp_log, check_forward_process,
-          check_eigenpairs, check_orthonormality, check_heat_kernel_normalised, check_semigroup,
-          check_heat_equation, check_forward_sampling)
+CHECKS: Tuple[Callable[[Manifold], None], ...] = (
+    check_points, check_tangent_spaces, check_exp_log, check_forward_process, check_eigenpairs,
+    check_orthonormality, check_heat_kernel_normalised, check_semigroup, check_heat_equation,
+    check_forward_sampling)

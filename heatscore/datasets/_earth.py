@@ -4,23 +4,27 @@ The four files differ in format (comment lines start with ``#``; volcano, earthq
 a header row, fire has none): the loader takes each as it is.
 """
 
+from __future__ import annotations
+
 import math
 from importlib import resources
 
 import numpy as np
 import torch
 
+from heatscore._typing import ArrayLike
+
 EARTH_DATASETS = ("volcano", "earthquake", "flood", "fire")
 
 
-def earth_path(name):
+def earth_path(name: str) -> str:
     """Path of the bundled CSV ``name`` (one of ``EARTH_DATASETS``)."""
     if name not in EARTH_DATASETS:
         raise ValueError(f"name must be one of {EARTH_DATASETS}, found {name!r}")
     return str(resources.files("heatscore.datasets").joinpath("data", "earth", f"{name}.csv"))
 
 
-def load_earth_latlon(name):
+def load_earth_latlon(name: str) -> np.ndarray:
     """(n, 2) float64 numpy array of (latitude, longitude) in degrees, rows in file order."""
     rows = []
     with open(earth_path(name), encoding="utf-8") as fh:
@@ -39,7 +43,7 @@ def load_earth_latlon(name):
     return np.asarray(rows, dtype=np.float64)
 
 
-def latlon_to_unit(latlon):
+def latlon_to_unit(latlon: ArrayLike) -> torch.Tensor:
     """(n, 2) latitude/longitude in degrees -> (n, 3) unit vectors (x towards lon 0, z north)."""
     if isinstance(latlon, torch.Tensor):
         ll = latlon.to(torch.float64)
@@ -56,7 +60,7 @@ def latlon_to_unit(latlon):
                         torch.sin(lat)], dim=1)
 
 
-def unit_to_latlon(x):
+def unit_to_latlon(x: ArrayLike) -> torch.Tensor:
     """(n, 3) unit vectors -> (n, 2) latitude/longitude in degrees."""
     x = torch.as_tensor(x, dtype=torch.float64)
     lat = torch.atan2(x[:, 2], torch.hypot(x[:, 0], x[:, 1]))
@@ -64,6 +68,6 @@ def unit_to_latlon(x):
     return torch.stack([lat, lon], dim=1) * (180 / math.pi)
 
 
-def load_earth(name):
+def load_earth(name: str) -> torch.Tensor:
     """(n, 3) float64 tensor of unit vectors for the bundled data set ``name``."""
     return latlon_to_unit(load_earth_latlon(name))

@@ -3,6 +3,6 @@
 from importlib import resources
 
 
-def spot_path():
+def spot_path() -> str:
     """Path of the bundled "Spot" cow mesh (Keenan Crane, CC0): 2930 vertices, 5856 faces."""
     return str(resources.files("heatscore.datasets").joinpath("data", "meshes", "spot.obj"))

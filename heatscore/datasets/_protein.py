@@ -27,11 +27,16 @@ Conventions (also used by the script, which imports the pure-numpy helpers below
   ends, either side of a break or of a hetero residue) are skipped.
 """
 
+from __future__ import annotations
+
 import math
 from importlib import resources
+from typing import Dict, Iterable, Optional
 
 import numpy as np
 import torch
+
+from heatscore._typing import ArrayLike
 
 PROTEIN_KINDS = ("general", "glycine", "proline", "preproline")
 
@@ -57,7 +62,7 @@ _TWO_PI = 2.0 * math.pi
 # Derivation helpers (numpy, used by scripts/make_protein_data.py and the tests)
 # ---------------------------------------------------------------------------------------------
 
-def dihedral(p0, p1, p2, p3):
+def dihedral(p0: ArrayLike, p1: ArrayLike, p2: ArrayLike, p3: ArrayLike) -> np.ndarray:
     """(n,) IUPAC dihedral angles in (−π, π] of the rows of four (n, 3) point arrays.
 
     Positive is clockwise looking from p1 to p2 (the right-hand rule about p2 − p1)."""
@@ -68,13 +73,13 @@ def dihedral(p0, p1, p2, p3):
     return np.arctan2(y, np.sum(n1 * n2, axis=-1))
 
 
-def wrap_angles(a):
+def wrap_angles(a: ArrayLike) -> np.ndarray:
     """Angles wrapped into [0, 2π) (a value that rounds to 2π becomes 0)."""
     a = np.mod(np.asarray(a, dtype=np.float64), _TWO_PI)
     return np.where(a >= _TWO_PI, 0.0, a)
 
 
-def backbone_frames(n, ca, c):
+def backbone_frames(n: ArrayLike, ca: ArrayLike, c: ArrayLike) -> np.ndarray:
     """(m, 3, 3) residue frames R = [e1 e2 e3] (columns) from (m, 3) N, Cα, C positions."""
     n, ca, c = (np.asarray(p, dtype=np.float64) for p in (n, ca, c))
     e1 = c - ca
@@ -86,7 +91,7 @@ def backbone_frames(n, ca, c):
     return np.stack([e1, e2, e3], axis=-1)
 
 
-def rama_class(resname, next_resname):
+def rama_class(resname: str, next_resname: Optional[str]) -> str:
     """The Ramachandran class of a residue given its successor's name (see the module notes)."""
     if resname == "GLY":
         return "glycine"
@@ -97,7 +102,8 @@ def rama_class(resname, next_resname):
     return "general"
 
 
-def chain_backbone(resnames, n, ca, c, bond_max=PEPTIDE_BOND_MAX):
+def chain_backbone(resnames: Iterable[str], n: ArrayLike, ca: ArrayLike, c: ArrayLike,
+                   bond_max: float = PEPTIDE_BOND_MAX) -> Dict[str, np.ndarray]:
     """Backbone geometry of one chain, residues in chain order.
 
     resnames: m residue names; n, ca, c: (m, 3) positions, NaN where an atom is missing. Residues
@@ -144,7 +150,7 @@ def chain_backbone(resnames, n, ca, c, bond_max=PEPTIDE_BOND_MAX):
 # Loaders
 # ---------------------------------------------------------------------------------------------
 
-def protein_path(name):
+def protein_path(name: str) -> str:
     """Path of the bundled CSV ``name``: ``"torsions_<kind>"`` (kind in ``PROTEIN_KINDS``),
     ``"backbone_rotations"`` or ``"backbone_frames"``."""
     if name not in _PROTEIN_FILES:
@@ -191,7 +197,7 @@ def _nearest_rotations(m, name):
 _ROT_COLUMNS = tuple(f"r{i}{j}" for i in (1, 2, 3) for j in (1, 2, 3))
 
 
-def load_protein_torsions(kind="general"):
+def load_protein_torsions(kind: str = "general") -> torch.Tensor:
     """(n, 2) float64 tensor of backbone torsions (φ, ψ) in radians in [0, 2π), a point set on
     ``Torus(2)``, for the residues of class ``kind`` (one of ``PROTEIN_KINDS``: "general",
     "glycine", "proline", "preproline"; see the module notes for the rule)."""
@@ -202,7 +208,7 @@ def load_protein_torsions(kind="general"):
     return torch.where(x < _TWO_PI, x, torch.zeros((), dtype=x.dtype))
 
 
-def load_backbone_rotations():
+def load_backbone_rotations() -> torch.Tensor:
     """(n, 3, 3) float64 tensor of relative rotations R_iᵀ R_{i+1} between the frames of bonded
     consecutive residues, points on ``SO3()``.
 
@@ -212,7 +218,7 @@ def load_backbone_rotations():
     return _nearest_rotations(m, "backbone_rotations")
 
 
-def load_backbone_frames():
+def load_backbone_frames() -> torch.Tensor:
     """(n, 12) float64 tensor of frame pairs, rows (t_x, t_y, t_z, r11, r12, …, r33): the
     translation of residue i+1's Cα in residue i's frame (Å), then R_iᵀ R_{i+1} row by row —
     flat points of ``ProductManifold(Euclidean(3), SO3())`` (choose ``Euclidean(3, scale=...)``

@@ -12,10 +12,13 @@
 [0, 2π)² (log-densities on T² differ by 2·log(π/h) from those in the box).
 """
 
+from __future__ import annotations
+
 import math
 
 import torch
 
+from heatscore._typing import ArrayLike, Rng
 from heatscore._validation import as_generator, check_positive_int, rand, randn
 
 TOY_DATASETS = ("8gaussians", "2spirals", "pinwheel")
@@ -23,7 +26,7 @@ TOY_DATASETS = ("8gaussians", "2spirals", "pinwheel")
 TOY_HALF_WIDTH = 4.5
 
 
-def toy_2d(name, n, rng=None):
+def toy_2d(name: str, n: int, rng: Rng = None) -> torch.Tensor:
     """(n, 2) float64 draws of the toy density ``name`` (module docstring)."""
     if name not in TOY_DATASETS:
         raise ValueError(f"name must be one of {TOY_DATASETS}, found {name!r}")
@@ -48,7 +51,7 @@ def toy_2d(name, n, rng=None):
     return 2 * torch.einsum("nij,nj->ni", rot, feats)
 
 
-def to_torus(X, half_width=TOY_HALF_WIDTH):
+def to_torus(X: ArrayLike, half_width: float = TOY_HALF_WIDTH) -> torch.Tensor:
     """Angles (n, 2) in [0, 2π): the box [−h, h)² mapped affinely, θ = (x + h)·π/h mod 2π."""
     X = torch.as_tensor(X, dtype=torch.float64)
     return torch.remainder((X + half_width) * (math.pi / half_width), 2 * math.pi)

@@ -42,10 +42,13 @@ Time in every call is forward diffusion time from the data (t = 0); the model's 
 samples are those of p_{t_min}.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import numbers
 import time
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import sklearn.base
@@ -54,6 +57,7 @@ import sklearn.utils.validation
 import torch
 
 from heatscore._files import atomic_write
+from heatscore._typing import ArrayLike, Device, Divergence, PathLike, Rng, Time
 from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
                                    normalised_weights, rand)
 from heatscore.estimators._base import BaseEstimator
@@ -118,8 +122,10 @@ class ScoreNetwork(torch.nn.Module):
     in x's dtype, tangent at x. The MLP is ``net.mlp`` (all the trainable parameters).
     """
 
-    def __init__(self, manifold, t_min, t_max, hidden=DEFAULT_HIDDEN, n_frequencies=8,
-                 zero_output=False, dtype=torch.float64, device=None, rng=None):
+    def __init__(self, manifold: Manifold, t_min: float, t_max: float,
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, n_frequencies: int = 8,
+                 zero_output: bool = False, dtype: torch.dtype = torch.float64,
+                 device: Device = None, rng: Rng = None) -> None:
         super().__init__()
         _check_manifold(manifold)
         self.manifold = manifold
@@ -153,32 +159,32 @@ class ScoreNetwork(torch.nn.Module):
                     p.copy_((2 * rand(gen, p.shape, dtype=p.dtype, device=device) - 1) * bound)
 
     @property
-    def dtype(self):
+    def dtype(self) -> torch.dtype:
         return self.mlp[0].weight.dtype
 
-    def sigma(self, t):
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """σ(t) = s √((1 − e^{−2λ_1 t})/λ_1), the preconditioning scale (same shape as t)."""
         lam1, s = self.noise_constants.to(t.dtype)
         return s * torch.sqrt(-torch.expm1(-2 * lam1 * t) / lam1)
 
-    def features(self, x):
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         """(n, F) input features φ(x) (float64): the manifold's ``_features``."""
         return self.manifold._features(x)
 
-    def time_features(self, t):
+    def time_features(self, t: torch.Tensor) -> torch.Tensor:
         """(n, 1 + 2K) time embedding e(t) of per-point times t (n,)."""
         lo, hi = self.log_time_range.to(t.dtype)
         u = (2 * torch.log(t) - lo - hi) / (hi - lo)
         phase = u[:, None] * self.frequencies.to(t.dtype)
         return torch.cat([u[:, None], torch.sin(phase), torch.cos(phase)], dim=1)
 
-    def inputs(self, x, t):
+    def inputs(self, x: torch.Tensor, t: Time) -> Tuple[torch.Tensor, torch.Tensor]:
         """(MLP input (n, F + 1 + 2K) in the network's dtype, σ(t) (n,) in x's dtype)."""
         tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
         h = torch.cat([self.features(x), self.time_features(tt)], dim=1)
         return h.to(self.dtype), self.sigma(tt)
 
-    def forward(self, x, t):
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h, sigma = self.inputs(x, t)
         raw = self.mlp(h).to(x.dtype).reshape(x.shape[:1] + self.ambient_shape)
         out = self.manifold._proj(x, raw)
@@ -286,9 +292,12 @@ class NeuralScoreModel(BaseEstimator):
 
     _private_state = ("_base_per_point", "_kernel")
 
-    def __init__(self, manifold, objective="dsm", residual=None, t_min=None, t_max=None,
-                 hidden=DEFAULT_HIDDEN, n_frequencies=8, n_steps=2000, batch_size=256, lr=1e-3,
-                 rng=None, device=None, dtype=torch.float64, progress=False, n_times=None):
+    def __init__(self, manifold: Manifold, objective: str = "dsm", residual: Any = None,
+                 t_min: Optional[float] = None, t_max: Optional[float] = None,
+                 hidden: Sequence[int] = DEFAULT_HIDDEN, n_frequencies: int = 8,
+                 n_steps: int = 2000, batch_size: int = 256, lr: float = 1e-3, rng: Rng = None,
+                 device: Device = None, dtype: Union[torch.dtype, str] = torch.float64,
+                 progress: bool = False, n_times: Optional[int] = None) -> None:
         self.manifold = manifold
         self.objective = objective
         self.residual = residual
@@ -340,7 +349,8 @@ class NeuralScoreModel(BaseEstimator):
             check_positive_int(self.n_times, "n_times", minimum=2)
         return hidden
 
-    def fit(self, X, y=None, sample_weight=None, callback=None):
+    def fit(self, X: ArrayLike, y: None = None, sample_weight: Optional[ArrayLike] = None,
+            callback: Optional[Callable[..., object]] = None) -> "NeuralScoreModel":
         """Train on data X (n, *point_shape) with optional non-negative weights (n,) (mini-batches
         drawn in proportion to them); ``y`` ignored. Returns self.
 
@@ -483,7 +493,7 @@ class NeuralScoreModel(BaseEstimator):
         tt = check_kernel_time(t, n=x.shape[0], dtype=x.dtype, device=x.device)
         return x, tt.expand(x.shape[0])
 
-    def grad_log_density(self, X, t):
+    def grad_log_density(self, X: ArrayLike, t: Time) -> torch.Tensor:
         """(n, *ambient) model score at X; t a float or per-point (n,) (> 0).
 
         Differentiable in X when X requires grad (then the residual base is differentiated too).
@@ -492,7 +502,8 @@ class NeuralScoreModel(BaseEstimator):
         with torch.set_grad_enabled(x.requires_grad):
             return self._score(x, tt, base_grad=True)
 
-    def loss(self, X, t=None, rng=0, objective=None):
+    def loss(self, X: ArrayLike, t: Optional[Time] = None, rng: Rng = 0,
+             objective: Optional[str] = None) -> float:
         """Mean held-out objective (float) on X as clean data x_0.
 
         ``t``: None (per-point times from the training law), a float or (n,). ``rng`` seeds the
@@ -512,7 +523,8 @@ class NeuralScoreModel(BaseEstimator):
                 total += float(part.sum())
         return total / x.shape[0]
 
-    def score_samples(self, X, steps=LIKELIHOOD_STEPS, divergence="exact", rng=None):
+    def score_samples(self, X: ArrayLike, steps: int = LIKELIHOOD_STEPS,
+                      divergence: Divergence = "exact", rng: Rng = None) -> torch.Tensor:
         """(n,) log p_{t_min}(x) by the probability-flow ODE (``heatscore.samplers.log_likelihood``)
         from t_min to t_max on a geometric grid of ``steps`` steps; costly: every step evaluates
         the network on n·dim points and differentiates it (``divergence="exact"``) or uses one
@@ -547,11 +559,13 @@ class NeuralScoreModel(BaseEstimator):
             return log_likelihood(m, lambda y, t: self._score(y, t), x, times,
                                   divergence=total_divergence)
 
-    def score(self, X, y=None, steps=LIKELIHOOD_STEPS, divergence="exact", rng=None):
+    def score(self, X: ArrayLike, y: None = None, steps: int = LIKELIHOOD_STEPS,
+              divergence: Divergence = "exact", rng: Rng = None) -> float:
         """Mean log-likelihood of X under p_{t_min} (float; costly, see ``score_samples``)."""
         return float(self.score_samples(X, steps=steps, divergence=divergence, rng=rng).mean())
 
-    def sample(self, n, rng=None, steps=SAMPLE_STEPS, corrector_steps=0):
+    def sample(self, n: int, rng: Rng = None, steps: int = SAMPLE_STEPS,
+               corrector_steps: int = 0) -> torch.Tensor:
         """(n, *point_shape) draws of p_{t_min}: ``heatscore.samplers.reverse_sde`` from the
         stationary law at t_max down to t_min on a geometric grid of ``steps`` steps."""
         self._check_fitted("network_")
@@ -565,7 +579,7 @@ class NeuralScoreModel(BaseEstimator):
                                corrector_steps=corrector_steps, progress=self.progress)
 
     # --- persistence ----------------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the fitted model to ``path`` (.npz: weights as arrays, settings as JSON; no pickle;
         atomic rename). A residual base is not stored: pass it again to ``load``."""
         self._check_fitted("network_")
@@ -590,7 +604,7 @@ class NeuralScoreModel(BaseEstimator):
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
-    def load(cls, path, residual=None, device=None):
+    def load(cls, path: PathLike, residual: Any = None, device: Device = None) -> "NeuralScoreModel":
         """Read a model written by ``save`` (``allow_pickle=False``: loading runs no code).
 
         ``residual``: the fitted base again, required for (and only for) a residual model.
@@ -628,7 +642,8 @@ class NeuralScoreModel(BaseEstimator):
 
 
 # --- per-example gradients (variance benchmarks) ----------------------------------------------
-def dsm_per_example(model, X, t=None, rng=None, residual="fitted"):
+def dsm_per_example(model: "NeuralScoreModel", X: ArrayLike, t: Optional[Time] = None,
+                    rng: Rng = None, residual: Any = "fitted") -> torch.Tensor:
     """Per-example DSM losses and their gradients in the network's parameters, for one batch.
 
     For x_0 = X[i], x_t ~ k_t(·, x_0) and the model s = s_base + s_θ:

@@ -44,12 +44,16 @@ coefficients matters at small t and not at large t, so no single ρ suits every 
 itself uses all the data. ``ridge=ρ`` fixes it; ``ridge=0.0`` means none (a singular A_t then gets the minimum-norm least-squares solution).
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 from collections import OrderedDict
+from typing import Optional, Union
 
 import torch
 
+from heatscore._typing import ArrayLike, Rng, Time
 from heatscore._validation import check_positive_int, check_time, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._mesh_density import MeshHeatDensity, holdout_split
@@ -346,7 +350,9 @@ class OperatorScoreMatching(BaseEstimator):
 
     _private_state = ("_alphas", "_fit_share", "_split", "_stats", "_terms")
 
-    def __init__(self, manifold, n_levels=None, ridge=None, t_min=None, basis="total"):
+    def __init__(self, manifold: Manifold, n_levels: Optional[int] = None,
+                 ridge: Optional[float] = None, t_min: Optional[float] = None,
+                 basis: str = "total") -> None:
         self.manifold = manifold
         self.n_levels = n_levels
         self.ridge = ridge
@@ -372,7 +378,8 @@ class OperatorScoreMatching(BaseEstimator):
             return self.manifold._default_levels
         return check_positive_int(self.n_levels, "n_levels", minimum=2)
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X: ArrayLike, y: None = None,
+            sample_weight: Optional[ArrayLike] = None) -> "OperatorScoreMatching":
         """Fit to data X (n, *point_shape) with optional non-negative weights (n,); ``y`` ignored.
         Returns self (a refit starts from a clean state)."""
         self._reset()
@@ -442,7 +449,7 @@ class OperatorScoreMatching(BaseEstimator):
             self.ridges_.popitem(last=False)
         return alpha
 
-    def coefficients(self, t):
+    def coefficients(self, t: float) -> torch.Tensor:
         """(K',) α(t): the score is Σ_n α_n(t) ∇φ_n (− x/s² on R^d)."""
         self._check_fitted("coef_")
         return self._alpha(_scalar_time(t)).clone()
@@ -463,15 +470,16 @@ class OperatorScoreMatching(BaseEstimator):
         alphas = torch.stack([self._alpha(v) for v in values.tolist()])
         return fn(X, alphas[inverse]).to(dtype)
 
-    def grad_log_density(self, X, t):
+    def grad_log_density(self, X: ArrayLike, t: Time) -> torch.Tensor:
         """The score model at time t > 0 (a float, or (n,) per-point times): (n, *ambient)."""
         return self._per_time(X, t, "field")
 
-    def divergence(self, X, t):
+    def divergence(self, X: ArrayLike, t: Time) -> torch.Tensor:
         """div_M of the score model at time t: (n,) (not on meshes)."""
         return self._per_time(X, t, "divergence")
 
-    def ism_objective(self, X, t, sample_weight=None):
+    def ism_objective(self, X: ArrayLike, t: float,
+                      sample_weight: Optional[ArrayLike] = None) -> float:
         """J_t = E_{p_t}[|s_t|² + 2 div s_t] with p_t the time-t marginal of the data X (e.g.
         held out), in closed form from X's coefficients: αᵀA_tα − 2b_tᵀα (+ the constant on R^d)."""
         self._check_fitted("coef_")
@@ -487,7 +495,7 @@ class OperatorScoreMatching(BaseEstimator):
     def _end_time(self):
         return DEFAULT_MIXING / self.manifold._first_eigenvalue()
 
-    def score_samples(self, X, steps=ODE_STEPS):
+    def score_samples(self, X: ArrayLike, steps: int = ODE_STEPS) -> torch.Tensor:
         """log p_{t_min}(x) (n,) through the probability-flow ODE from t_min to T = 10/λ_1 with
         the exact divergence (``heatscore.samplers.log_likelihood``): costly, ``steps`` Heun steps."""
         from heatscore.samplers import log_likelihood
@@ -498,11 +506,12 @@ class OperatorScoreMatching(BaseEstimator):
         return log_likelihood(self.manifold, lambda x, t: self.grad_log_density(x, t), X, times,
                               divergence=lambda x, t: self.divergence(x, t))
 
-    def score(self, X, y=None, steps=ODE_STEPS):
+    def score(self, X: ArrayLike, y: None = None, steps: int = ODE_STEPS) -> float:
         """Mean log-likelihood of p_{t_min} (``score_samples``; costly)."""
         return float(self.score_samples(X, steps).mean())
 
-    def sample(self, n, rng=None, steps=SAMPLE_STEPS, progress=False):
+    def sample(self, n: int, rng: Rng = None, steps: int = SAMPLE_STEPS,
+               progress: bool = False) -> torch.Tensor:
         """n draws from p_{t_min} by the reverse geodesic random walk from the stationary law at
         T = 10/λ_1 to t_min on a geometric grid: (n, *point_shape)."""
         from heatscore.samplers import reverse_sde

@@ -9,16 +9,20 @@ and the forward marginal at time t ≥ 0 is p̂ diffused for t* + t (semigroup p
 mixes several times: p̂ = Σ_s π_s Σ_i w_i k_{t_s}(·, x_i).
 """
 
+from __future__ import annotations
+
 import json
 import math
 import sys
 import warnings
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
 from heatscore._errors import TruncationWarning
 from heatscore._files import atomic_write
+from heatscore._typing import ArrayLike, PathLike, Rng, Time
 from heatscore._validation import as_float_tensor, as_generator, normalised_weights
 from heatscore.estimators._base import BaseEstimator
 from heatscore.estimators._kernel_sum import KernelSum, SpectralSum
@@ -90,8 +94,9 @@ class DiffusionKernelSmoother(BaseEstimator):
     _private_state = ("_ksum", "_spec", "_mesh_density", "_loo_rows", "_grid_loo", "_shrunk_ep",
                       "_dask")
 
-    def __init__(self, manifold, time="auto", t_min=None, route="auto", shrinkage=False,
-                 n_levels=None):
+    def __init__(self, manifold: Manifold, time: Union[str, float] = "auto",
+                 t_min: Optional[float] = None, route: str = "auto", shrinkage: bool = False,
+                 n_levels: Optional[int] = None) -> None:
         self.manifold = manifold
         self.time = time
         self.t_min = t_min
@@ -115,7 +120,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         if self.t_min is not None and not (float(self.t_min) > 0 and math.isfinite(float(self.t_min))):
             raise ValueError(f"t_min must be a positive float or None, found {self.t_min!r}")
 
-    def fit(self, X, y=None, sample_weight=None, *, client=None):
+    def fit(self, X: ArrayLike, y: None = None, sample_weight: Optional[ArrayLike] = None, *,
+            client: Any = None) -> "DiffusionKernelSmoother":
         """Fit to data X (n, *point_shape) with optional non-negative weights (n,); ``y`` is
         ignored (scikit-learn's convention for density estimators). Returns self.
 
@@ -396,23 +402,23 @@ class DiffusionKernelSmoother(BaseEstimator):
                 grad[idx] = gsub
         return out, grad
 
-    def log_density(self, X, t=0.0):
+    def log_density(self, X: ArrayLike, t: Time = 0.0) -> torch.Tensor:
         """(n,) log p̂_t(x): the fitted density diffused for a further time t ≥ 0 (w.r.t. dvol)."""
         return self._log_and_grad(X, t, False)[0]
 
-    def grad_log_density(self, X, t=0.0):
+    def grad_log_density(self, X: ArrayLike, t: Time = 0.0) -> torch.Tensor:
         """(n, *ambient) ∇ log p̂_t(x), the Riemannian score of the time-t marginal."""
         return self._log_and_grad(X, t, True)[1]
 
-    def score_samples(self, X):
+    def score_samples(self, X: ArrayLike) -> torch.Tensor:
         """(n,) log-density of each point under the fitted model (nats, w.r.t. dvol)."""
         return self.log_density(X, 0.0)
 
-    def score(self, X, y=None):
+    def score(self, X: ArrayLike, y: None = None) -> float:
         """Mean log-likelihood of X (higher is better; ``y`` ignored)."""
         return float(self.score_samples(X).mean())
 
-    def sample(self, n, rng=None, chunks=None):
+    def sample(self, n: int, rng: Rng = None, chunks: Optional[int] = None) -> torch.Tensor:
         """(n, *pt) exact draws from p̂: a datum by weight, a time by mixture weight, then the
         exact forward noising for that time. With ``chunks`` (row chunks), or on a model fitted on
         a dask array, a dask array whose rows depend on the seed only, not on the chunking."""
@@ -451,7 +457,7 @@ class DiffusionKernelSmoother(BaseEstimator):
                                rng=gen)
 
     # --- persistence ----------------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the fitted model to ``path`` (.npz, no pickle; atomic rename)."""
         self._check_fitted("times_")
         if _is_dask_array(self.X_):
@@ -475,7 +481,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: PathLike) -> "DiffusionKernelSmoother":
         """Read a model written by ``save`` (``allow_pickle=False``: loading runs no code).
 
         Every array is checked before use: its dtype (float64, or X and sample_weight both

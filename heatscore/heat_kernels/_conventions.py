@@ -71,10 +71,14 @@ R^d is Ornstein–Uhlenbeck); :func:`from_geometric_kernels` refuses manifolds w
 depends on x or whose volume is infinite.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from heatscore._typing import ArrayLike, Rng
 from heatscore._validation import (MANIFOLD_ATOL, as_float_tensor, check_finite,
                                    check_positive_int)
 from heatscore.heat_kernels._kernel import HeatKernel
@@ -84,6 +88,9 @@ from heatscore.manifolds._base import broadcast_rows
 from heatscore.manifolds._closed_forms import so3_dlog_heat_kernel_dtheta, so3_log_heat_kernel
 from heatscore.manifolds._radial_sampling import so3_angle_log_density
 from heatscore.manifolds.so3 import rotation_angle, vector_from_rotation
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 __all__ = ["igso3_time", "igso3_angle_density", "igso3_log_density", "igso3_score", "igso3_sample",
            "geometric_kernels_time", "geometric_kernels_lengthscale", "from_geometric_kernels",
@@ -153,7 +160,7 @@ def _relative(R, eps, mean):
 # IGSO(3)
 
 
-def igso3_time(eps):
+def igso3_time(eps: ArrayLike) -> torch.Tensor:
     """heatscore's diffusion time t = ε²/2 of IGSO(3)(ε) (FrameDiff / RFdiffusion / DiffDock ε or σ).
 
     eps : float or array (any shape), finite and > 0. Returns a float64 tensor of its shape.
@@ -162,7 +169,7 @@ def igso3_time(eps):
     return 0.5 * eps * eps
 
 
-def igso3_angle_density(omega, eps):
+def igso3_angle_density(omega: ArrayLike, eps: ArrayLike) -> torch.Tensor:
     """Density of the rotation angle ω of IGSO(3)(ε) on [0, π]: f(ω; ε)(1 − cos ω)/π.
 
     omega : array (...) of angles in [0, π] (within the off-manifold tolerance of its dtype).
@@ -188,7 +195,8 @@ def igso3_angle_density(omega, eps):
     return torch.exp(so3_angle_log_density(w, t))
 
 
-def igso3_log_density(R, eps, mean=None):
+def igso3_log_density(R: ArrayLike, eps: ArrayLike,
+                      mean: Optional[ArrayLike] = None) -> torch.Tensor:
     """(n,) log f(R; ε, μ): IGSO(3)(ε) centred at μ, density w.r.t. the normalised Haar measure.
 
     Equals heatscore's ``HeatKernel(SO3()).log_pairs(R, mean, ε²/2) + log 8π²``.
@@ -200,7 +208,7 @@ def igso3_log_density(R, eps, mean=None):
     return so3_log_heat_kernel(rotation_angle(q), t) + LOG_SO3_VOLUME
 
 
-def igso3_score(R, eps, mean=None):
+def igso3_score(R: ArrayLike, eps: ArrayLike, mean: Optional[ArrayLike] = None) -> torch.Tensor:
     """(n, 3) score of IGSO(3)(ε) centred at μ as the body-frame rotation vector FrameDiff expects.
 
     ω = (d log f/dθ) v/|v|, v = Log(μᵀR) (body frame, |v| = θ the angle): the components of
@@ -218,7 +226,8 @@ def igso3_score(R, eps, mean=None):
     return ratio[:, None] * v
 
 
-def igso3_sample(n, eps, rng=None, mean=None):
+def igso3_sample(n: int, eps: ArrayLike, rng: Rng = None,
+                 mean: Optional[ArrayLike] = None) -> torch.Tensor:
     """(n, 3, 3) exact draws from IGSO(3)(ε) centred at μ (heatscore's exact heat-kernel sampler).
 
     n : int >= 1. eps : scalar or (n,), finite and > 0. rng : torch.Generator, int seed or None.
@@ -243,7 +252,7 @@ def igso3_sample(n, eps, rng=None, mean=None):
 # GeometricKernels
 
 
-def geometric_kernels_time(lengthscale):
+def geometric_kernels_time(lengthscale: ArrayLike) -> torch.Tensor:
     """heatscore's time t = κ²/2 of GeometricKernels' heat (Matérn ν = ∞) kernel of lengthscale κ.
 
     lengthscale : float or array, finite and > 0. Returns a float64 tensor of its shape.
@@ -252,7 +261,7 @@ def geometric_kernels_time(lengthscale):
     return 0.5 * kappa * kappa
 
 
-def geometric_kernels_lengthscale(t):
+def geometric_kernels_lengthscale(t: ArrayLike) -> torch.Tensor:
     """GeometricKernels' lengthscale κ = √(2t) of heatscore's time t (float or array, > 0)."""
     return torch.sqrt(2.0 * _positive(t, "t"))
 
@@ -282,7 +291,8 @@ def _gk_ratio(manifold, lengthscale, normalize):
     return float(torch.exp(-diag[0])) if normalize else float(volume)
 
 
-def from_geometric_kernels(values, manifold, lengthscale, normalize=True):
+def from_geometric_kernels(values: ArrayLike, manifold: Manifold, lengthscale: float,
+                           normalize: bool = True) -> torch.Tensor:
     """heatscore's k_t (density w.r.t. volume, t = κ²/2) from GeometricKernels' heat-kernel values.
 
     values : array of ``MaternGeometricKernel(space, normalize=normalize)`` values with ν = ∞ and
@@ -298,7 +308,8 @@ def from_geometric_kernels(values, manifold, lengthscale, normalize=True):
     return vals / _gk_ratio(manifold, lengthscale, bool(normalize))
 
 
-def to_geometric_kernels(values, manifold, lengthscale, normalize=True):
+def to_geometric_kernels(values: ArrayLike, manifold: Manifold, lengthscale: float,
+                         normalize: bool = True) -> torch.Tensor:
     """GeometricKernels' heat-kernel values from heatscore's k_t at t = κ²/2 (inverse of
     :func:`from_geometric_kernels`, same arguments): vol(M)·k, or k/k_t(x, x) if ``normalize``."""
     vals = as_float_tensor(values, "values", dtype=F64)

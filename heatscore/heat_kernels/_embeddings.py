@@ -11,18 +11,27 @@ k̃_t = k_t on compact manifolds; on R^d, k̃_t(x, y) = k_t(x, y)/γ(x) = Σ_α 
 the symmetric form (the OU kernel itself is only in detailed balance).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
+from heatscore._typing import ArrayLike, Rng, Time
 from heatscore._validation import (as_float_tensor, as_generator, check_positive_int,
                                    normalised_weights)
 from heatscore._validation import check_kernel_time
 from heatscore.heat_kernels._kernel import HeatKernel
 from heatscore.manifolds._base import rows_per_chunk
 
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Eigenpairs, Manifold
 
-def kernel_mean_embedding(manifold, X, t, n_levels, sample_weight=None, eigenpairs=None,
-                          chunk_size=2**16):
+
+def kernel_mean_embedding(manifold: Manifold, X: ArrayLike, t: Time, n_levels: int,
+                          sample_weight: Optional[ArrayLike] = None,
+                          eigenpairs: Optional[Eigenpairs] = None,
+                          chunk_size: int = 2**16) -> torch.Tensor:
     """(K,) time-t kernel mean embedding (e^{−λ_n t} ĉ_n)_n of data X (t ≥ 0; t = 0: ĉ)."""
     X = manifold.validate(X, "X")
     if X.shape[0] == 0:
@@ -46,12 +55,12 @@ def _log_sym_kernel(kernel, x, y, t):
     return lg if log_ref is None else lg - log_ref
 
 
-def heat_kernel_signature(manifold, x, t):
+def heat_kernel_signature(manifold: Manifold, x: ArrayLike, t: Time) -> torch.Tensor:
     """(n,) HKS(x, t) = k_t(x, x)."""
     return torch.exp(HeatKernel(manifold).log_pairs(x, x, t))
 
 
-def diffusion_map(manifold, x, t, n_levels):
+def diffusion_map(manifold: Manifold, x: ArrayLike, t: Time, n_levels: int) -> torch.Tensor:
     """(n, K − 1) diffusion-map coordinates Ψ_t(x) = (e^{−λ_n t} φ_n(x))_{n ≥ 1}."""
     x = manifold.validate(x, "x")
     tt = check_kernel_time(t, dtype=x.dtype)
@@ -59,7 +68,7 @@ def diffusion_map(manifold, x, t, n_levels):
     return (torch.exp(-ep.eigenvalues.to(x) * tt) * ep._values(x))[:, 1:]
 
 
-def diffusion_distance(manifold, x, y, t):
+def diffusion_distance(manifold: Manifold, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
     """(n,) D_t(x_i, y_i) from the exact kernel at time 2t (no truncation)."""
     k = HeatKernel(manifold)
     t2 = 2 * check_kernel_time(t)
@@ -91,7 +100,7 @@ def _mmd2_from_gram(G, n):
     return sxx + syy - 2 * kxy.mean()
 
 
-def mmd(manifold, X, Y, t):
+def mmd(manifold: Manifold, X: ArrayLike, Y: ArrayLike, t: Time) -> torch.Tensor:
     """Unbiased estimate of the squared heat-kernel MMD between samples X and Y at time t."""
     X = manifold.validate(X, "X")
     Y = manifold.validate(Y, "Y").to(X.dtype)
@@ -102,7 +111,9 @@ def mmd(manifold, X, Y, t):
     return _mmd2_from_gram(_gram(k, torch.cat([X, Y]), torch.cat([X, Y]), tt), X.shape[0])
 
 
-def mmd_permutation_test(manifold, X, Y, t, n_permutations=500, rng=None):
+def mmd_permutation_test(manifold: Manifold, X: ArrayLike, Y: ArrayLike, t: Time,
+                         n_permutations: int = 500,
+                         rng: Rng = None) -> Tuple[torch.Tensor, float]:
     """Permutation test of equal distributions with the heat-kernel MMD.
 
     Returns (mmd² (unbiased), p-value). The p-value (1 + #{perm ≥ observed})/(1 + n_permutations)

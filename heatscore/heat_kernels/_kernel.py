@@ -9,14 +9,21 @@ All forms reduce to one paired computation (row i of x with row i of y, a time p
 memory budget.
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from heatscore._errors import TruncationWarning
+from heatscore._typing import ArrayLike, Time
 from heatscore._validation import check_kernel_time, check_positive_int
 from heatscore.manifolds._heat_backends import DEFAULT_RTOL
 from heatscore.manifolds._base import broadcast_rows, rows_per_chunk
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 class HeatKernel:
     """Heat kernel k_t(x, y) of a heatscore manifold.
@@ -36,7 +43,8 @@ class HeatKernel:
     of y and ``t`` scalar or (n,).
     """
 
-    def __init__(self, manifold, n_levels=None, rtol=DEFAULT_RTOL, chunk_size=None):
+    def __init__(self, manifold: Manifold, n_levels: Optional[int] = None,
+                 rtol: float = DEFAULT_RTOL, chunk_size: Optional[int] = None) -> None:
         if n_levels is not None:
             n_levels = check_positive_int(n_levels, "n_levels", minimum=1)
         self.manifold = manifold
@@ -45,17 +53,17 @@ class HeatKernel:
         self.chunk_size = chunk_size
         self._backend = manifold._heat_backend()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"HeatKernel({self.manifold!r}, n_levels={self.n_levels})"
 
     # --- routes -------------------------------------------------------------------------------
-    def spectral_ok(self, t):
+    def spectral_ok(self, t: Time) -> bool:
         """Whether ``n_levels`` levels certify ``rtol`` relative accuracy at time ``t`` (every x, y)."""
         if self.n_levels is None:
             return False
         return self._backend.spectral_ok(self.n_levels, float(torch.as_tensor(t).min()), self.rtol)
 
-    def levels_needed(self, t):
+    def levels_needed(self, t: Time) -> Optional[int]:
         """Levels whose spectral tail is ≤ rtol × min k_t (None where no uniform bound exists: R^d,
         or over 100 000 levels)."""
         t = float(check_kernel_time(t))
@@ -99,11 +107,11 @@ class HeatKernel:
         grad = torch.cat(out_grad) if out_grad else x.new_zeros((0,) + tuple(m.ambient_shape))
         return log, grad
 
-    def log_pairs(self, x, y, t):
+    def log_pairs(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n,) log k_t(x_i, y_i); ``t`` scalar or (n,)."""
         return self._pairs(x, y, t, want_grad=False)[0]
 
-    def grad_log_pairs(self, x, y, t):
+    def grad_log_pairs(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n, *ambient) ∇_x log k_t(x_i, y_i) (Riemannian; the denoising score-matching target)."""
         return self._pairs(x, y, t, want_grad=True)[1]
 
@@ -135,19 +143,19 @@ class HeatKernel:
                 grad[i:i + r] = gr.reshape((r, k) + amb)
         return log, grad
 
-    def __call__(self, x, y, t):
+    def __call__(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n, m) k_t(x_i, y_j)."""
         return torch.exp(self._matrix(x, y, t, want_grad=False)[0])
 
-    def log(self, x, y, t):
+    def log(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n, m) log k_t(x_i, y_j), without underflow."""
         return self._matrix(x, y, t, want_grad=False)[0]
 
-    def grad_log(self, x, y, t):
+    def grad_log(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n, m, *ambient) ∇_x log k_t(x_i, y_j)."""
         return self._matrix(x, y, t, want_grad=True)[1]
 
-    def grad(self, x, y, t):
+    def grad(self, x: ArrayLike, y: ArrayLike, t: Time) -> torch.Tensor:
         """(n, m, *ambient) ∇_x k_t(x_i, y_j) = k ∇_x log k."""
         log, grad = self._matrix(x, y, t, want_grad=True)
         k = torch.exp(log)

@@ -5,10 +5,20 @@ the geodesic angle from the radial kernel, then a uniform direction: the kernel 
 On meshes a fine geodesic random walk (its bias is stated in ``heatscore.manifolds.mesh``).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from heatscore._typing import ArrayLike, Rng, Time
 from heatscore._validation import as_generator, check_kernel_time
 
+if TYPE_CHECKING:
+    import torch
 
-def sample_heat_kernel(manifold, x0, t, rng=None):
+    from heatscore.manifolds._base import Manifold
+
+
+def sample_heat_kernel(manifold: Manifold, x0: ArrayLike, t: Time, rng: Rng = None) -> torch.Tensor:
     """X_t given X_0 = x0 for the forward process dX = b dt + √2 dB.
 
     Parameters

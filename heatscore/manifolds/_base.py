@@ -49,10 +49,12 @@ Persistence and front ends
 - ``cli_name`` (``--manifold``), ``_column_names()`` (CSV header), ``plot_view`` (the picture).
 """
 
+from __future__ import annotations
+
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
@@ -67,12 +69,18 @@ from heatscore._validation import (
     randn,
     standard_normal,
 )
+from heatscore._typing import ArrayLike, Device, LogDensityFn, Quadrature, Rng, Shape, TangentFn
+from heatscore._typing import ValuesAndGrad
+
+if TYPE_CHECKING:
+    from geomstats.geometry.manifold import Manifold as GeomstatsManifold
 
 #: Largest intermediate a chunked pairwise call builds, in float64 entries (about 512 MB).
 MAX_CHUNK_ENTRIES = 2**26
 
 
-def broadcast_rows(x, y, xname="x", yname="y"):
+def broadcast_rows(x: torch.Tensor, y: torch.Tensor, xname: str = "x",
+                   yname: str = "y") -> Tuple[torch.Tensor, torch.Tensor]:
     """Broadcast two batches row-wise: equal lengths, or one of them has a single row."""
     nx, ny = x.shape[0], y.shape[0]
     if nx == ny:
@@ -91,18 +99,18 @@ def _ones(k, dtype, device):
     return torch.ones(k, dtype=dtype, device=device)
 
 
-def rowsum(a):
+def rowsum(a: torch.Tensor) -> torch.Tensor:
     """(…,) sums over the last axis, as a product with a vector of ones (torch's sum over a
     short last axis, as for (n, 3) rows, is several times slower on the CPU)."""
     return a @ _ones(a.shape[-1], a.dtype, a.device)
 
 
-def rowdot(a, b):
+def rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(…,) inner products over the last axis (see :func:`rowsum`)."""
     return rowsum(a * b)
 
 
-def rows_per_chunk(n_cols, entries_per_pair=1, budget=MAX_CHUNK_ENTRIES):
+def rows_per_chunk(n_cols: int, entries_per_pair: int = 1, budget: int = MAX_CHUNK_ENTRIES) -> int:
     """Rows of an ``(rows, n_cols)`` pairwise block that keep it under ``budget`` entries."""
     return max(1, budget // max(1, n_cols * entries_per_pair))
 
@@ -117,10 +125,10 @@ class Process:
     w.r.t. dvol.
     """
 
-    drift: Callable
+    drift: TangentFn
     drift_divergence: float
     diffusion: float
-    log_stationary: Callable
+    log_stationary: LogDensityFn
 
 
 def coordinate_walk_increment(y, diffusion):
@@ -199,38 +207,40 @@ class Eigenpairs:
     Subclasses implement ``_values`` and ``_grad`` on validated points.
     """
 
-    def __init__(self, manifold, eigenvalues, levels, multiplicities):
+    def __init__(self, manifold: Manifold, eigenvalues: torch.Tensor, levels: torch.Tensor,
+                 multiplicities: torch.Tensor) -> None:
         self.manifold = manifold
         self.eigenvalues = eigenvalues
         self.levels = levels
         self.multiplicities = multiplicities
 
     @property
-    def n_levels(self):
+    def n_levels(self) -> int:
         return int(self.multiplicities.shape[0])
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.eigenvalues.shape[0])
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> torch.Tensor:
         x = self.manifold.validate(x, "x")
         return self._values(x)
 
-    def grad(self, x):
+    def grad(self, x: ArrayLike) -> torch.Tensor:
         x = self.manifold.validate(x, "x")
         return self._grad(x)
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         """``(ep(x), ep.grad(x))``; subclasses override where both come cheaper together."""
         x = self.manifold.validate(x, "x")
         return self._values(x), self._grad(x)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.manifold!r}, n_levels={self.n_levels}, "
                 f"n_eigenfunctions={len(self)})")
 
 
-def levels_from_eigenvalues(eigenvalues, rtol=1e-8):
+def levels_from_eigenvalues(eigenvalues: ArrayLike,
+                            rtol: float = 1e-8) -> Tuple[torch.Tensor, torch.Tensor]:
     """Group sorted eigenvalues into levels (distinct values up to ``rtol``): (levels, multiplicities)."""
     ev = torch.as_tensor(eigenvalues, dtype=torch.float64)
     if ev.numel() == 0:
@@ -252,8 +262,8 @@ class Manifold:
     """
 
     dim: int
-    point_shape: tuple
-    ambient_shape: tuple
+    point_shape: Shape
+    ambient_shape: Shape
     volume: float
     #: Whether scores of densities on the manifold are smooth fields (False on meshes, whose P1
     #: functions have gradients that jump across edges: no probability-flow ODE, no divergence,
@@ -268,10 +278,10 @@ class Manifold:
         """A hashable value that identifies the manifold (equal manifolds, equal keys)."""
         raise NotImplementedError
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._key() == self._key()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((type(self).__name__, self._key()))
 
     def __deepcopy__(self, memo):
@@ -292,10 +302,10 @@ class Manifold:
 
     # --- front ends ------------------------------------------------------------------------
     #: The name of the manifold on the ``heatscore`` command line (``--manifold``), or None.
-    cli_name = None
+    cli_name: Optional[str] = None
 
     @property
-    def plot_view(self):
+    def plot_view(self) -> Optional[str]:
         """The picture ``heatscore.plotting`` draws of densities on the manifold ("sphere",
         "torus", "so3", "mesh"), or None."""
         return None
@@ -322,7 +332,7 @@ class Manifold:
         """Canonical form of valid points (identity except on the torus)."""
         return x
 
-    def validate(self, x, name="x"):
+    def validate(self, x: ArrayLike, name: str = "x") -> torch.Tensor:
         """Tensor of points on the manifold; ``ValueError`` naming ``name`` otherwise. Never projects."""
         x = as_float_tensor(x, name)
         check_shape(x, name, self.point_shape)
@@ -339,14 +349,14 @@ class Manifold:
 
     _deviation_name = "deviation"
 
-    def validate_tangent(self, x, v, name="v"):
+    def validate_tangent(self, x: torch.Tensor, v: ArrayLike, name: str = "v") -> torch.Tensor:
         """Tensor of ambient vectors shaped like ``x``'s tangent vectors (not projected)."""
         v = as_float_tensor(v, name, dtype=x.dtype, device=x.device)
         check_shape(v, name, self.ambient_shape, what="tangent vectors")
         check_finite(v, name)
         return v
 
-    def belongs(self, x, atol=None):
+    def belongs(self, x: ArrayLike, atol: Optional[float] = None) -> torch.Tensor:
         """(n,) bool: each point within tolerance of the manifold (shape errors still raise)."""
         x = as_float_tensor(x, "x")
         check_shape(x, "x", self.point_shape)
@@ -360,35 +370,35 @@ class Manifold:
         return self.random_uniform(1, rng=0).to(x.dtype).to(x.device).expand_as(x)
 
     # --- geometry ---------------------------------------------------------------------------
-    def proj(self, x, v):
+    def proj(self, x: ArrayLike, v: ArrayLike) -> torch.Tensor:
         """Orthogonal projection of ambient ``v`` onto the tangent space at ``x``."""
         x = self.validate(x, "x")
         v = self.validate_tangent(x, v, "v")
         x, v = broadcast_rows(x, v, "x", "v")
         return self._proj(x, v)
 
-    def exp(self, x, v):
+    def exp(self, x: ArrayLike, v: ArrayLike) -> torch.Tensor:
         """Exponential map exp_x(v), row-paired."""
         x = self.validate(x, "x")
         v = self.validate_tangent(x, v, "v")
         x, v = broadcast_rows(x, v, "x", "v")
         return self._exp(x, v)
 
-    def log(self, x, y):
+    def log(self, x: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """Logarithm map log_x(y) (tangent at x), row-paired."""
         x = self.validate(x, "x")
         y = self.validate(y, "y").to(x.dtype)
         x, y = broadcast_rows(x, y)
         return self._log(x, y)
 
-    def inner(self, x, u, v):
+    def inner(self, x: ArrayLike, u: ArrayLike, v: ArrayLike) -> torch.Tensor:
         """(n,) Riemannian inner product g_x(u, v)."""
         x = self.validate(x, "x")
         u = self.validate_tangent(x, u, "u")
         v = self.validate_tangent(x, v, "v")
         return self._inner(x, u, v)
 
-    def norm(self, x, v):
+    def norm(self, x: ArrayLike, v: ArrayLike) -> torch.Tensor:
         """(n,) Riemannian norm of tangent vectors."""
         x = self.validate(x, "x")
         v = self.validate_tangent(x, v, "v")
@@ -397,7 +407,7 @@ class Manifold:
     def _inner(self, x, u, v):
         return rowsum((u * v).reshape(u.shape[0], -1))
 
-    def dist(self, x, y):
+    def dist(self, x: ArrayLike, y: ArrayLike) -> torch.Tensor:
         """(n,) geodesic distance, row-paired."""
         x = self.validate(x, "x")
         y = self.validate(y, "y").to(x.dtype)
@@ -408,7 +418,8 @@ class Manifold:
         v = self._log(x, y)
         return torch.sqrt(torch.clamp(self._inner(x, v, v), min=0.0))
 
-    def pairwise_dist(self, x, y=None, chunk_size=None):
+    def pairwise_dist(self, x: ArrayLike, y: Optional[ArrayLike] = None,
+                      chunk_size: Optional[int] = None) -> torch.Tensor:
         """(n, m) geodesic distances between every row of ``x`` and every row of ``y``."""
         x = self.validate(x, "x")
         y = x if y is None else self.validate(y, "y").to(x.dtype)
@@ -439,7 +450,8 @@ class Manifold:
         return v.reshape(v.shape[0], -1)
 
     # --- sampling and the generator ---------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """``n`` points uniform w.r.t. the Riemannian volume."""
         raise NotImplementedError
 
@@ -485,7 +497,7 @@ class Manifold:
         wherever the projection of an isotropic ambient Gaussian is isotropic (induced metrics)."""
         return self._proj(x, standard_normal(gen, x.shape, device=x.device).to(x.dtype))
 
-    def random_tangent_normal(self, x, rng=None):
+    def random_tangent_normal(self, x: ArrayLike, rng: Rng = None) -> torch.Tensor:
         """ξ ~ N(0, I) in T_xM, isotropic in the metric: E[g(ξ, u)²] = g(u, u)."""
         x = self.validate(x, "x")
         gen = as_generator(rng, x.device)
@@ -495,15 +507,16 @@ class Manifold:
         z = randn(gen, x.shape[:1] + tuple(self.ambient_shape), dtype=x.dtype, device=x.device)
         return self._proj(x, z)
 
-    def drift(self, x):
+    def drift(self, x: ArrayLike) -> torch.Tensor:
         """Drift b(x) of the generator L = Δ + b·∇ (zero on compact manifolds)."""
         return self._forward_process().drift(self.validate(x, "x"))
 
-    def sample_stationary(self, n, rng=None, dtype=torch.float64, device=None):
+    def sample_stationary(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                          device: Device = None) -> torch.Tensor:
         """``n`` draws from the stationary law of the diffusion (uniform on compact manifolds)."""
         return self.random_uniform(n, rng=rng, dtype=dtype, device=device)
 
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> Eigenpairs:
         """Eigenfunctions of the first ``n_levels`` distinct eigenvalues (whole eigenspaces)."""
         raise NotImplementedError
 
@@ -519,7 +532,7 @@ class Manifold:
         None where products are not band-limited in this sense."""
         return None
 
-    def quadrature(self, n):
+    def quadrature(self, n: int) -> Quadrature:
         """(points (N, *point_shape), weights (N,)) float64: a deterministic rule with
         Σ_i w_i f(x_i) ≈ ∫ f dvol (Lebesgue on R^d), weights summing to the volume on compact
         manifolds; ``n`` sets its resolution (each manifold states what it integrates exactly)."""
@@ -561,7 +574,7 @@ class Manifold:
         """(n, *ambient) ∇ of ``_log_reference`` (only called where that is not None)."""
         raise NotImplementedError
 
-    def to_geomstats(self):
+    def to_geomstats(self) -> GeomstatsManifold:
         """The matching geomstats space (conversions of points go through numpy)."""
         raise NotImplementedError(f"{self!r} has no geomstats counterpart")
 

@@ -1,5 +1,14 @@
 """Dispatch from geomstats spaces to heatscore manifolds (geomstats' own backend, never set here)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geomstats.geometry.manifold import Manifold as GeomstatsManifold
+
+    from heatscore.manifolds._base import Manifold
+
 
 def _check_default_metric(space, name):
     """``ValueError`` if ``space`` carries a metric other than its default (e.g. a rescaled one)."""
@@ -13,7 +22,7 @@ def _is_extrinsic_circle(space, hypersphere_cls):
     return isinstance(space, hypersphere_cls) and space.dim == 1 and not space.intrinsic
 
 
-def from_geomstats(space):
+def from_geomstats(space: GeomstatsManifold) -> Manifold:
     """The heatscore manifold matching a geomstats space.
 
     Supported, each with its default metric and the point representation heatscore converts:

@@ -9,6 +9,7 @@ bound. Radial kernels (S², SO(3)) use the chain rule ∇_x log k = (d log k/dθ
 import functools
 import math
 import warnings
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
@@ -17,11 +18,16 @@ from heatscore.manifolds import _closed_forms as cf
 from heatscore.manifolds._base import MAX_CHUNK_ENTRIES, rows_per_chunk
 from heatscore.manifolds._lattice import _lattice_eigenvalues, lattice_count
 
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Eigenpairs, Manifold
+
 #: Relative accuracy the automatic routes aim at (DESIGN: relative error ≤ 1e-6).
 DEFAULT_RTOL = 1e-6
 
 
-def spectral_sum(manifold, x, y, t, n_levels, want_grad=False, eigenpairs=None):
+def spectral_sum(manifold: "Manifold", x: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                 n_levels: int, want_grad: bool = False, eigenpairs: Optional["Eigenpairs"] = None
+                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Truncated Σ_n e^{−λ_n t} φ_n(x_i) φ_n(y_i) over ``n_levels`` levels, row-paired.
 
     Returns (k (P,), ∇_x k (P, *ambient) or None). No positivity guarantee: a truncated sum can

@@ -9,20 +9,27 @@ and the eigenfunctions φ_α(x/s) keep their eigenvalues |α| (Δ_x = s⁻²Δ_u
 For s = 1 this is DESIGN's L = Δ − x·∇. The metric is the flat one on x whatever s is.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, Literal, NoReturn, Tuple
 
 import numpy as np
 import torch
 
+from heatscore._typing import ArrayLike, Device, Quadrature, Rng, ValuesAndGrad
 from heatscore._validation import as_generator, check_positive_int, randn
 from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, Process,
                                       coordinate_walk_increment, levels_from_eigenvalues, rowdot)
 
+if TYPE_CHECKING:
+    from geomstats.geometry.euclidean import Euclidean as GeomstatsEuclidean
+
 BASES = ("total", "separable")
 
 
-def normalised_hermite(u, max_degree):
+def normalised_hermite(u: torch.Tensor, max_degree: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(…, max_degree + 1) values h_j(u) = He_j(u)/√(j!) and derivatives h_j'(u) = √j h_{j−1}(u).
 
     Probabilists' Hermite polynomials, orthonormal in L²(N(0, 1)), by the normalised three-term
@@ -72,7 +79,7 @@ class HermiteEigenpairs(Eigenpairs):
     one-coordinate part of each eigenspace beyond degree 1, so not whole eigenspaces).
     """
 
-    def __init__(self, manifold, multi_indices, basis):
+    def __init__(self, manifold: Euclidean, multi_indices: torch.Tensor, basis: str) -> None:
         eigenvalues = multi_indices.sum(dim=1).to(torch.float64)
         levels, multiplicities = levels_from_eigenvalues(eigenvalues)
         super().__init__(manifold, eigenvalues, levels, multiplicities)
@@ -91,7 +98,7 @@ class HermiteEigenpairs(Eigenpairs):
         h, dh = self._hermite(x)
         return self._from_hermite(h, dh)[1]
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         """``(ep(x), ep.grad(x))`` from one Hermite evaluation."""
         x = self.manifold.validate(x, "x")
         h, dh = self._hermite(x)
@@ -161,7 +168,7 @@ class Euclidean(Manifold):
     _deviation_name = "off-manifold deviation"
     volume = math.inf
 
-    def __init__(self, d, scale=1.0):
+    def __init__(self, d: int, scale: float = 1.0) -> None:
         self.d = check_positive_int(d, "d", minimum=1)
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale must be a real number, found {scale!r} ({type(scale).__name__})")
@@ -173,7 +180,7 @@ class Euclidean(Manifold):
         self.point_shape = (self.d,)
         self.ambient_shape = (self.d,)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Euclidean({self.d})" if self.scale == 1.0 else f"Euclidean({self.d}, scale={self.scale!r})"
 
     def _key(self):
@@ -210,7 +217,8 @@ class Euclidean(Manifold):
         return torch.linalg.vector_norm(y - x, dim=1)
 
     # --- sampling and the generator ---------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> NoReturn:
         """Not defined: R^d has infinite volume. Use :meth:`sample_stationary`."""
         raise NotImplementedError(f"{self!r} has infinite volume: there is no uniform distribution; "
                                   "use sample_stationary for the stationary law N(0, scale² I)")
@@ -238,14 +246,16 @@ class Euclidean(Manifold):
         eye = torch.eye(self.d, dtype=x.dtype, device=x.device)
         return eye.expand(x.shape[0], self.d, self.d)
 
-    def sample_stationary(self, n, rng=None, dtype=torch.float64, device=None):
+    def sample_stationary(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                          device: Device = None) -> torch.Tensor:
         """``n`` draws from N(0, s² I): shape (n, d)."""
         n = self._check_n(n)
         gen = as_generator(rng, device)
         return self.scale * randn(gen, (n, self.d), dtype=dtype, device=device)
 
     # --- spectrum ---------------------------------------------------------------------------
-    def eigenpairs(self, n_levels, basis="total"):
+    def eigenpairs(self, n_levels: int,
+                   basis: Literal["total", "separable"] = "total") -> HermiteEigenpairs:
         """Hermite eigenpairs, L φ_α = −|α| φ_α, orthonormal in L²(N(0, s² I)).
 
         ``basis="total"``: every α with total degree |α| < n_levels (whole eigenspaces,
@@ -284,7 +294,7 @@ class Euclidean(Manifold):
         axis is exact to degree 4L − 5."""
         return max(2 * n_levels - 3, 1), max(2 * n_levels - 2, 1)
 
-    def quadrature(self, n):
+    def quadrature(self, n: int) -> Quadrature:
         """Tensor Gauss–Hermite (probabilists') with n nodes per axis, weights divided by the
         reference density: Σ w f = ∫ f dx exactly for f = N(0, s² I) × a polynomial of degree
         ≤ 2n − 1 per axis."""
@@ -312,16 +322,16 @@ class Euclidean(Manifold):
         return -x / self.scale ** 2
 
     # --- geomstats --------------------------------------------------------------------------
-    def to_geomstats(self):
+    def to_geomstats(self) -> GeomstatsEuclidean:
         """geomstats Euclidean(d) (flat; ``scale`` is a property of the generator, not the metric)."""
         from geomstats.geometry.euclidean import Euclidean as GeomstatsEuclidean
         return GeomstatsEuclidean(self.d)
 
-    def to_geomstats_points(self, x):
+    def to_geomstats_points(self, x: ArrayLike) -> np.ndarray:
         """numpy (n, d): points (and tangent vectors) are the same arrays in geomstats."""
         return self.validate(x, "x").detach().cpu().numpy()
 
-    def from_geomstats_points(self, p):
+    def from_geomstats_points(self, p: ArrayLike) -> torch.Tensor:
         """Tensor (n, d) of geomstats points."""
         return self.validate(p, "p")
 

@@ -16,11 +16,14 @@ Spectrum: robust-laplacian gives the stiffness S (positive semi-definite) and th
 the generator is −M⁻¹S and the eigenpairs solve S φ = λ M φ with φᵀ M φ = I.
 """
 
+from __future__ import annotations
+
 import hashlib
 import math
 import os
 import warnings
 import weakref
+from typing import Optional, Tuple
 
 import numpy as np
 import scipy.linalg
@@ -30,6 +33,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from heatscore._errors import TruncationWarning
+from heatscore._typing import ArrayLike, Device, PathLike, Quadrature, Rng
 from heatscore._validation import (MANIFOLD_ATOL, as_float_tensor, as_generator, check_finite,
                                    check_shape, rand, randn)
 from heatscore.manifolds._base import Eigenpairs, Manifold, rows_per_chunk
@@ -101,7 +105,7 @@ class TriangleMesh(Manifold):
     discrete = True
     _deviation_name = "distance to the surface / bounding-box diagonal"
 
-    def __init__(self, V, F):
+    def __init__(self, V: ArrayLike, F: ArrayLike) -> None:
         V = _as_numpy_vertices(V)
         F = _as_numpy_faces(F, len(V))
         V, F, kept = compact_vertices(V, F)
@@ -134,7 +138,7 @@ class TriangleMesh(Manifold):
         self._eigen = None
 
     @classmethod
-    def from_file(cls, path):
+    def from_file(cls, path: PathLike) -> TriangleMesh:
         """Read an OBJ, PLY, OFF or STL file through ``potpourri3d.read_mesh``."""
         import potpourri3d as pp3d
 
@@ -144,7 +148,7 @@ class TriangleMesh(Manifold):
         V, F = pp3d.read_mesh(path)
         return cls(V, F)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"TriangleMesh(n_vertices={len(self._V)}, n_faces={len(self._F)})"
 
     def _key(self):
@@ -217,7 +221,7 @@ class TriangleMesh(Manifold):
     def _off_manifold(self, x):
         return self._located(x)[2].to(x.dtype)
 
-    def belongs(self, x, atol=None):
+    def belongs(self, x: ArrayLike, atol: Optional[float] = None) -> torch.Tensor:
         """(n,) bool: distance to the surface / bounding-box diagonal within tolerance."""
         x = as_float_tensor(x, "x")
         check_shape(x, "x", self.point_shape)
@@ -226,13 +230,13 @@ class TriangleMesh(Manifold):
         tol = MANIFOLD_ATOL.get(x.dtype, 1e-6) if atol is None else atol
         return self._off_manifold(x) <= tol                  # locates x itself (remembered)
 
-    def locate(self, x):
+    def locate(self, x: ArrayLike) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(faces (n,) long, bary (n, 3) float64)``: each point's face and barycentric coordinates."""
         x = self.validate(x, "x")
         f, b, _ = self._located(x)
         return f, b
 
-    def from_barycentric(self, faces, bary):
+    def from_barycentric(self, faces: ArrayLike, bary: ArrayLike) -> torch.Tensor:
         """(n, 3) float64 points Σ_i bary_i V[F[face, i]]; ``bary`` ≥ 0 summing to 1 per row."""
         bary = as_float_tensor(bary, "bary", dtype=torch.float64)
         check_shape(bary, "bary", (3,), what="barycentric coordinates")
@@ -367,7 +371,8 @@ class TriangleMesh(Manifold):
     def _dist(self, x, y):
         return self._geodesics(x, y)[1].to(x.dtype)
 
-    def pairwise_dist(self, x, y=None, chunk_size=None):
+    def pairwise_dist(self, x: ArrayLike, y: Optional[ArrayLike] = None,
+                      chunk_size: Optional[int] = None) -> torch.Tensor:
         """(n, m) geodesic distances (inf across connected components), chunked over rows of x.
 
         Same algorithm as ``dist`` on the flattened pairs. Cost: a traced shooting per pair; pairs
@@ -402,7 +407,8 @@ class TriangleMesh(Manifold):
         return rep[0]
 
     # --- sampling ----------------------------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """Uniform points w.r.t. area: a face with probability ∝ area, then b = (1 − √r₁,
         √r₁(1 − r₂), √r₁ r₂) with r₁, r₂ ~ U(0, 1)."""
         n = self._check_n(n)
@@ -450,7 +456,7 @@ class TriangleMesh(Manifold):
 
     _default_levels = 100
 
-    def quadrature(self, n=None):
+    def quadrature(self, n: Optional[int] = None) -> Quadrature:
         """The vertices with the lumped mass (``n`` ignored): exact for P1 functions' integrals
         against the lumped mass M."""
         return self.vertices.clone(), torch.as_tensor(self.mass.diagonal()).to(torch.float64)
@@ -460,12 +466,12 @@ class TriangleMesh(Manifold):
         return MeshBackend(self)
 
     @property
-    def stiffness(self):
+    def stiffness(self) -> scipy.sparse.csr_matrix:
         """S (nv, nv) scipy CSR: robust-laplacian's positive semi-definite cotangent stiffness."""
         return self._laplacian_pair()[0]
 
     @property
-    def mass(self):
+    def mass(self) -> scipy.sparse.csr_matrix:
         """M (nv, nv) scipy CSR: robust-laplacian's lumped (diagonal) mass matrix."""
         return self._laplacian_pair()[1]
 
@@ -477,7 +483,7 @@ class TriangleMesh(Manifold):
             self._laplacian = (scipy.sparse.csr_matrix(S), scipy.sparse.csr_matrix(M))
         return self._laplacian
 
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> MeshEigenpairs:
         """The first ``n_levels`` eigenpairs of S φ = λ M φ (each eigenpair is its own level).
 
         Computed once for the largest request (smaller ones slice the cache). Eigenvectors are
@@ -502,7 +508,8 @@ class MeshEigenpairs(Eigenpairs):
     of the P1 interpolant, constant on each face and tangent to it.
     """
 
-    def __init__(self, manifold, eigenvalues, vectors):
+    def __init__(self, manifold: TriangleMesh, eigenvalues: torch.Tensor,
+                 vectors: torch.Tensor) -> None:
         K = eigenvalues.shape[0]
         super().__init__(manifold, eigenvalues, torch.arange(K), torch.ones(K, dtype=torch.long))
         self.vectors = vectors
@@ -532,7 +539,8 @@ class MeshEigenpairs(Eigenpairs):
         return out.to(x.dtype)
 
 
-def solve_eigenpairs(S, M, k):
+def solve_eigenpairs(S: scipy.sparse.spmatrix, M: scipy.sparse.spmatrix,
+                     k: int) -> Tuple[np.ndarray, np.ndarray]:
     """The ``k`` smallest eigenpairs of S φ = λ M φ, M diagonal: (values (k,), vectors (nv, k)) numpy.
 
     Dense ``eigh`` on small meshes. Otherwise shift-invert Lanczos on the symmetric standard form:

@@ -11,19 +11,26 @@ factor with its own step. The factors must share the diffusion coefficient D of 
 √(2D) dB (every factor has D = 1 but ``Euclidean(d, scale=s)``, D = s²).
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, List, Sequence, Union
 
 import numpy as np
 import torch
 
+from heatscore._typing import ArrayLike, Device, Quadrature, Rng, ValuesAndGrad
 from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, Process,
                                        levels_from_eigenvalues)
+
+if TYPE_CHECKING:
+    from geomstats.geometry.product_manifold import ProductManifold as GeomstatsProduct
 
 
 class ProductManifold(Manifold):
     """M_1 × … × M_k (module docstring); ``factors`` is the tuple of factor manifolds."""
 
-    def __init__(self, *factors):
+    def __init__(self, *factors: Manifold) -> None:
         if len(factors) < 2:
             raise ValueError(f"factors: a product needs at least 2 manifolds, found {len(factors)}")
         for i, f in enumerate(factors):
@@ -45,7 +52,7 @@ class ProductManifold(Manifold):
         self.volume = math.prod(f.volume for f in factors)
         self.smooth_scores = all(f.smooth_scores for f in factors)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ProductManifold(" + ", ".join(repr(f) for f in self.factors) + ")"
 
     # --- identity and persistence ----------------------------------------------------------
@@ -70,7 +77,7 @@ class ProductManifold(Manifold):
         return cls(*factors)
 
     # --- layout ----------------------------------------------------------------------------
-    def split(self, x):
+    def split(self, x: ArrayLike) -> List[torch.Tensor]:
         """The factors' points ``[(n, *point_shape_f)]`` of points x (n, P) (validated)."""
         return self._split(self.validate(x, "x"))
 
@@ -147,7 +154,8 @@ class ProductManifold(Manifold):
             self.factors, self._split(x), self._split_tangent(v))])
 
     # --- sampling and the generator ----------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """``n`` points uniform w.r.t. the product volume (every factor compact)."""
         from heatscore._validation import as_generator
 
@@ -156,7 +164,8 @@ class ProductManifold(Manifold):
         return self._join([f.random_uniform(n, rng=gen, dtype=dtype, device=device)
                            for f in self.factors])
 
-    def sample_stationary(self, n, rng=None, dtype=torch.float64, device=None):
+    def sample_stationary(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                          device: Device = None) -> torch.Tensor:
         """``n`` draws from the product of the factors' stationary laws."""
         from heatscore._validation import as_generator
 
@@ -217,12 +226,12 @@ class ProductManifold(Manifold):
         return _ProductEmbedding(self, [e.flat() for e in embeddings])
 
     # --- spectrum ------------------------------------------------------------------------------
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> ProductEigenpairs:
         """Products Π_f φ_f of the factors' eigenfunctions with summed eigenvalues: the first
         ``n_levels`` distinct sums (see :class:`ProductEigenpairs`)."""
         return ProductEigenpairs(self, self._check_levels(n_levels))
 
-    def quadrature(self, n):
+    def quadrature(self, n: Union[int, Sequence[int]]) -> Quadrature:
         """The tensor product of the factors' rules (``n`` an int for every factor, or one per
         factor): exact where each factor's rule is exact for its part of a product integrand."""
         ns = list(n) if isinstance(n, (tuple, list)) else [n] * len(self.factors)
@@ -263,7 +272,7 @@ class ProductManifold(Manifold):
     def _column_names(self):
         return tuple(f"{i + 1}.{name}" for i, f in enumerate(self.factors) for name in f._column_names())
 
-    def to_geomstats(self):
+    def to_geomstats(self) -> GeomstatsProduct:
         """geomstats' ``ProductManifold`` of the factors' spaces (points converted per factor)."""
         from geomstats.geometry.product_manifold import ProductManifold as GsProduct
         return GsProduct([f.to_geomstats() for f in self.factors])
@@ -289,7 +298,7 @@ class ProductEigenpairs(Eigenpairs):
     factors' ambient columns.
     """
 
-    def __init__(self, manifold, n_levels):
+    def __init__(self, manifold: ProductManifold, n_levels: int) -> None:
         factors = manifold.factors
         # the n-th distinct sum is at most each factor's n-th eigenvalue (the others at λ = 0)
         self.factor_eigenpairs = [f.eigenpairs(n_levels) for f in factors]
@@ -349,7 +358,7 @@ class ProductEigenpairs(Eigenpairs):
             grads.append(g * others.unsqueeze(-1))
         return total, torch.cat(grads, dim=2)
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         x = self.manifold.validate(x, "x")
         return self._both(x)
 

@@ -16,14 +16,21 @@ matrix by the Ivanic–Ruedenberg recursion (J. Phys. Chem. 100, 6342 (1996); er
 (1998)): no Euler angles, no singularities.
 """
 
+from __future__ import annotations
+
 import functools
 import math
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 import torch
 
+from heatscore._typing import ArrayLike, Device, Quadrature, Rng, ValuesAndGrad
 from heatscore._validation import as_generator, check_positive_int, randn
 from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rows_per_chunk
+
+if TYPE_CHECKING:
+    from geomstats.geometry.manifold import Manifold as GeomstatsManifold
 
 __all__ = ["SO3", "SO3Eigenpairs", "wigner_d_real", "hat", "vee_skew", "rotation_from_vector",
            "vector_from_rotation", "rotation_angle", "quaternion_from_rotation", "rotation_from_quaternion"]
@@ -35,14 +42,14 @@ _LOG_SERIES_SIN_HALF = 1e-4
 
 
 # --- rotation-vector helpers ------------------------------------------------------------------
-def hat(omega):
+def hat(omega: torch.Tensor) -> torch.Tensor:
     """(..., 3) -> (..., 3, 3) cross-product matrices [ω]×."""
     x, y, z = omega.unbind(-1)
     zero = torch.zeros_like(x)
     return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(omega.shape + (3,))
 
 
-def vee_skew(b):
+def vee_skew(b: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) -> (..., 3): the vector ω of the skew part, skew(B) = (B − Bᵀ)/2 = [ω]×."""
     return 0.5 * torch.stack([b[..., 2, 1] - b[..., 1, 2],
                               b[..., 0, 2] - b[..., 2, 0],
@@ -53,7 +60,7 @@ def _skew(b):
     return 0.5 * (b - b.transpose(-1, -2))
 
 
-def rotation_from_vector(omega):
+def rotation_from_vector(omega: torch.Tensor) -> torch.Tensor:
     """Rodrigues, (..., 3) -> (..., 3, 3), θ = |ω|:
 
     Exp([ω]×) = cos θ I + (sin θ/θ)[ω]× + ((1 − cos θ)/θ²) ωωᵀ (Taylor series for small θ).
@@ -70,7 +77,7 @@ def rotation_from_vector(omega):
             + versine[..., None, None] * omega[..., :, None] * omega[..., None, :])
 
 
-def quaternion_from_rotation(s):
+def quaternion_from_rotation(s: torch.Tensor) -> torch.Tensor:
     """Unit quaternion (w, x, y, z), w ≥ 0, of rotation matrices (..., 3, 3) by Shepperd's method.
 
     The symmetric 4×4 matrix K = 4 q qᵀ is linear in S; q is read off the row of K with the
@@ -92,7 +99,7 @@ def quaternion_from_rotation(s):
     return torch.where(q[..., :1] < 0, -q, q)
 
 
-def rotation_from_quaternion(q):
+def rotation_from_quaternion(q: torch.Tensor) -> torch.Tensor:
     """(..., 4) unit quaternions (w, x, y, z) -> (..., 3, 3) rotation matrices."""
     w, x, y, z = q.unbind(-1)
     r = torch.stack([
@@ -102,7 +109,7 @@ def rotation_from_quaternion(q):
     return r.reshape(q.shape[:-1] + (3, 3))
 
 
-def vector_from_rotation(s):
+def vector_from_rotation(s: torch.Tensor) -> torch.Tensor:
     """Principal rotation vector ω, |ω| = θ ∈ [0, π], with Exp([ω]×) = S. (..., 3, 3) -> (..., 3).
 
     ω = 2 atan2(|v|, w) v/|v| from the quaternion (w ≥ 0, v); at θ = π either of ±π·axis is returned.
@@ -118,7 +125,7 @@ def vector_from_rotation(s):
     return factor[..., None] * v
 
 
-def rotation_angle(s):
+def rotation_angle(s: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) -> (...,) rotation angle θ ∈ [0, π] = atan2(|vee(skew S)|, (tr S − 1)/2)."""
     sin = torch.linalg.vector_norm(vee_skew(s), dim=-1)
     cos = 0.5 * (torch.diagonal(s, dim1=-2, dim2=-1).sum(-1) - 1)
@@ -229,7 +236,7 @@ def _degree_one(r):
     return r[..., _L1_ORDER, :][..., :, _L1_ORDER]
 
 
-def wigner_d_real(r, n_levels):
+def wigner_d_real(r: torch.Tensor, n_levels: int) -> List[torch.Tensor]:
     """Real Wigner-D matrices [D^0(R), ..., D^{n_levels−1}(R)], each (n, 2l+1, 2l+1).
 
     D^l(R) is orthogonal and Y_l(R x) = D^l(R) Y_l(x) for the real spherical harmonics Y_l of
@@ -274,7 +281,7 @@ class SO3Eigenpairs(Eigenpairs):
     grad φ = Σ_i (X_i φ) R[e_i]× (ambient, tangent at R).
     """
 
-    def __init__(self, manifold, n_levels):
+    def __init__(self, manifold: SO3, n_levels: int) -> None:
         degree = torch.arange(n_levels)
         multiplicities = (2 * degree + 1) ** 2
         levels = torch.repeat_interleave(degree, multiplicities)
@@ -305,7 +312,7 @@ class SO3Eigenpairs(Eigenpairs):
     def _grad(self, x):
         return self._grad_from(x, self._blocks(x))
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         x = self.manifold.validate(x, "x")
         blocks = self._blocks(x)
         return self._values_from(x, blocks), self._grad_from(x, blocks)
@@ -364,7 +371,7 @@ class SO3(Manifold):
     volume = 8 * math.pi ** 2
     _deviation_name = "of ‖RᵀR − I‖_F and |det R − 1|"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "SO3()"
 
     def _key(self):
@@ -405,7 +412,8 @@ class SO3(Manifold):
     def _dist(self, x, y):
         return rotation_angle(torch.matmul(x.transpose(-1, -2), y))
 
-    def pairwise_dist(self, x, y=None, chunk_size=None):
+    def pairwise_dist(self, x: ArrayLike, y: Optional[ArrayLike] = None,
+                      chunk_size: Optional[int] = None) -> torch.Tensor:
         """(n, m) rotation angles between every row of ``x`` and every row of ``y``.
 
         tr(RᵀS) and vee(skew(RᵀS)) are bilinear in (R, S): four (n, 9) @ (9, m) products per chunk.
@@ -423,7 +431,8 @@ class SO3(Manifold):
             out[start:start + step] = torch.atan2(sin, 0.5 * (prods[0] - 1))
         return out
 
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """``n`` Haar-distributed rotations: normalised 4-D Gaussians are uniform unit quaternions."""
         n = self._check_n(n)
         gen = as_generator(rng, device)
@@ -435,7 +444,7 @@ class SO3(Manifold):
         omega = randn(gen, (x.shape[0], 3), dtype=x.dtype, device=x.device)
         return torch.matmul(x, hat(omega))
 
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> SO3Eigenpairs:
         """Real Wigner-D eigenfunctions of levels l = 0..n_levels−1 (see :class:`SO3Eigenpairs`)."""
         return SO3Eigenpairs(self, self._check_levels(n_levels))
 
@@ -462,7 +471,7 @@ class SO3(Manifold):
         rule with 2L nodes is exact to degree 4L − 1."""
         return 2 * n_levels - 1, 2 * n_levels
 
-    def quadrature(self, n):
+    def quadrature(self, n: int) -> Quadrature:
         """ZYZ Euler angles: trapezoid in α, γ (2n nodes each) × Gauss–Legendre in cos β (n nodes),
         dvol = sin β dα dβ dγ (total 8π²): exact for Wigner-D entries of degree ≤ 2n − 1."""
         n = check_positive_int(n, "n")
@@ -477,7 +486,7 @@ class SO3(Manifold):
         from heatscore.manifolds._heat_backends import SO3Backend
         return SO3Backend(self)
 
-    def to_geomstats(self):
+    def to_geomstats(self) -> GeomstatsManifold:
         """geomstats' ``SpecialOrthogonal(3)`` in matrix form (its bi-invariant metric is ours)."""
         from geomstats.geometry.special_orthogonal import SpecialOrthogonal
         return SpecialOrthogonal(n=3, point_type="matrix")

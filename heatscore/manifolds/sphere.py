@@ -5,16 +5,23 @@ orthogonal to x. Points accepted by the validators may be off the sphere by the 
 DESIGN.md (1e-6 in float64); the geometry uses their directions x/|x|.
 """
 
+from __future__ import annotations
+
 import functools
 import math
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import torch
 
+from heatscore._typing import ArrayLike, Device, Quadrature, Rng, ValuesAndGrad
 from heatscore._validation import as_generator, check_positive_int, randn
 from heatscore.manifolds._base import Eigenpairs, IndexEmbedding, Manifold, rowdot, rows_per_chunk
 from heatscore.manifolds._hyperspherical import (HypersphericalHarmonics, _sphere_volume, _unit,
                                                  sphere_d_quadrature)
+
+if TYPE_CHECKING:
+    from geomstats.geometry.hypersphere import Hypersphere
 
 
 def _tangent_part(x, v):
@@ -22,7 +29,7 @@ def _tangent_part(x, v):
     return torch.addcmul(v, x, rowdot(x, v).unsqueeze(-1), value=-1.0)
 
 
-def exp_unit(x, v):
+def exp_unit(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """exp_x(v) = cos r x + (sin r / r) w for unit rows ``x``, w = v − d x, d = x·v, r = |w|.
 
     Evaluated as a x + b v with b = sin r / r, a = cos r − b d and r² = |v|² − d²: per-row
@@ -70,13 +77,13 @@ class Sphere(Manifold):
 
     _deviation_name = "| |x| - 1 |"
 
-    def __init__(self, dim=2):
+    def __init__(self, dim: int = 2) -> None:
         self.dim = check_positive_int(dim, "dim", minimum=1)
         self.point_shape = (self.dim + 1,)
         self.ambient_shape = (self.dim + 1,)
         self.volume = _sphere_volume(self.dim)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Sphere({self.dim})"
 
     def _key(self):
@@ -96,7 +103,7 @@ class Sphere(Manifold):
     cli_name = "sphere"
 
     @property
-    def plot_view(self):
+    def plot_view(self) -> Optional[str]:
         return "sphere" if self.dim == 2 else None
 
     def _column_names(self):
@@ -142,7 +149,8 @@ class Sphere(Manifold):
                                  torch.linalg.vector_norm(y + x, dim=-1))
 
     # --- sampling ---------------------------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """``n`` points uniform w.r.t. area: normalised standard Gaussian vectors, ``(n, d+1)``."""
         n = self._check_n(n)
         gen = as_generator(rng, device)
@@ -150,7 +158,7 @@ class Sphere(Manifold):
         return _unit(z)
 
     # --- spectrum and interop ---------------------------------------------------------------
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> Union[SphericalHarmonics, HypersphericalHarmonics]:
         """Real spherical harmonics of degrees l = 0 … n_levels − 1, λ = l(l+d−1): on S² the
         sphericart ones (:class:`SphericalHarmonics`, 2l+1 per level), on S^d, d ≥ 3, the
         hyperspherical harmonics (:class:`heatscore.manifolds._hyperspherical.HypersphericalHarmonics`,
@@ -205,7 +213,7 @@ class Sphere(Manifold):
         with 2L nodes is exact to degree 4L − 1."""
         return 2 * n_levels - 1, 2 * n_levels
 
-    def quadrature(self, n):
+    def quadrature(self, n: int) -> Quadrature:
         """Exact for polynomials of degree ≤ 2n − 1 (harmonics included): on S² Gauss–Legendre in
         cos θ (n nodes) × trapezoid in φ (2n nodes); on S^d the product rule of
         :func:`heatscore.manifolds._hyperspherical.sphere_d_quadrature` (2n·n^{d−1} nodes)."""
@@ -222,7 +230,7 @@ class Sphere(Manifold):
 
         return self._exp_random_direction(x0, sample_sphere_d_angle(self.dim, t, x0.shape[0], gen), gen)
 
-    def to_geomstats(self):
+    def to_geomstats(self) -> Hypersphere:
         """geomstats ``Hypersphere(dim)`` (numpy backend; convert points through numpy)."""
         from geomstats.geometry.hypersphere import Hypersphere
         return Hypersphere(dim=self.dim)
@@ -311,7 +319,7 @@ class SphericalHarmonics(Eigenpairs):
     be differentiated in other parameters); a further derivative in x raises.
     """
 
-    def __init__(self, manifold, n_levels):
+    def __init__(self, manifold: Sphere, n_levels: int) -> None:
         self.l_max = n_levels - 1
         degrees = torch.arange(n_levels, dtype=torch.long)
         multiplicities = 2 * degrees + 1
@@ -320,7 +328,7 @@ class SphericalHarmonics(Eigenpairs):
         super().__init__(manifold, eigenvalues, levels, multiplicities)
 
     @property
-    def orders(self):
+    def orders(self) -> torch.Tensor:
         """(K,) order m ∈ {−l, …, l} of each column (its degree l is ``levels``)."""
         k = torch.arange(len(self))
         return k - self.levels ** 2 - self.levels
@@ -334,7 +342,7 @@ class SphericalHarmonics(Eigenpairs):
             return _HarmonicGradients.apply(u, self.l_max)
         return _evaluate(u, self.l_max, with_values=False)[1]
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         """``(ep(x), ep.grad(x))`` from one sphericart pass where no autograd is needed."""
         x = self.manifold.validate(x, "x")
         if torch.is_grad_enabled() and x.requires_grad:

@@ -1,9 +1,13 @@
 """The flat torus T^d = R^d / 2πZ^d with angle coordinates and its Fourier eigenbasis."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from heatscore._typing import ArrayLike, Device, Quadrature, Rng, ValuesAndGrad
 from heatscore._validation import (
     MANIFOLD_ATOL,
     as_float_tensor,
@@ -18,10 +22,14 @@ from heatscore.manifolds._base import (Eigenpairs, IndexEmbedding, Manifold, bro
                                       coordinate_walk_increment, levels_from_eigenvalues)
 from heatscore.manifolds._lattice import _lattice_ball, _lattice_eigenvalues, _sums_of_squares
 
+if TYPE_CHECKING:
+    import numpy as np
+    from geomstats.geometry.product_manifold import ProductManifold as GeomstatsProduct
+
 TWO_PI = 2.0 * math.pi
 
 
-def wrap_angles(x):
+def wrap_angles(x: torch.Tensor) -> torch.Tensor:
     """Angles reduced into [0, 2π) (in the dtype's own 2π), elementwise.
 
     ``torch.fmod`` is exact, so huge inputs still land in range; a tiny negative remainder whose
@@ -45,7 +53,7 @@ class TorusEigenpairs(Eigenpairs):
     function (zero for the constant); ``is_sine`` (K,) bool.
     """
 
-    def __init__(self, manifold, wave_vectors, is_sine):
+    def __init__(self, manifold: Torus, wave_vectors: torch.Tensor, is_sine: torch.Tensor) -> None:
         eigenvalues = (wave_vectors ** 2).sum(dim=1).to(torch.float64)
         levels, multiplicities = levels_from_eigenvalues(eigenvalues)
         super().__init__(manifold, eigenvalues, levels, multiplicities)
@@ -67,7 +75,7 @@ class TorusEigenpairs(Eigenpairs):
         """(n, K, d): ∇cos(k·x) = −sin(k·x) k, ∇sin(k·x) = cos(k·x) k."""
         return self._from_phases(x, self._phases(x))[1]
 
-    def values_and_grad(self, x):
+    def values_and_grad(self, x: ArrayLike) -> ValuesAndGrad:
         """``(ep(x), ep.grad(x))`` from one evaluation of the phases."""
         x = self.manifold.validate(x, "x")
         return self._from_phases(x, self._phases(x))
@@ -127,14 +135,14 @@ class Torus(Manifold):
 
     _deviation_name = "deviation (always 0: every finite angle is valid)"
 
-    def __init__(self, d):
+    def __init__(self, d: int) -> None:
         self.d = check_positive_int(d, "d", minimum=1)
         self.dim = self.d
         self.point_shape = (self.d,)
         self.ambient_shape = (self.d,)
         self.volume = TWO_PI ** self.d
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Torus({self.d})"
 
     def _key(self):
@@ -158,7 +166,7 @@ class Torus(Manifold):
     cli_name = "torus"
 
     @property
-    def plot_view(self):
+    def plot_view(self) -> Optional[str]:
         return "torus" if self.d == 2 else None
 
     def _column_names(self):
@@ -188,14 +196,15 @@ class Torus(Manifold):
         return torch.linalg.vector_norm(self._log(x, y), dim=1)
 
     # --- sampling ---------------------------------------------------------------------------
-    def random_uniform(self, n, rng=None, dtype=torch.float64, device=None):
+    def random_uniform(self, n: int, rng: Rng = None, dtype: torch.dtype = torch.float64,
+                       device: Device = None) -> torch.Tensor:
         """``n`` angles uniform on [0, 2π)^d: shape (n, d)."""
         n = self._check_n(n)
         gen = as_generator(rng, device)
         return wrap_angles(TWO_PI * rand(gen, (n, self.d), dtype=dtype, device=device))
 
     # --- spectrum ---------------------------------------------------------------------------
-    def eigenpairs(self, n_levels):
+    def eigenpairs(self, n_levels: int) -> TorusEigenpairs:
         """Fourier eigenpairs of the first ``n_levels`` distinct values of |k|² (whole eigenspaces).
 
         Level j is the j-th distinct value of |k|², k ∈ Z^d (not every integer is a sum of d
@@ -249,7 +258,7 @@ class Torus(Manifold):
         n_product = int(torch.count_nonzero(_sums_of_squares(self.d, 4 * lam_max)))
         return n_product, 4 * math.isqrt(lam_max) + 2
 
-    def quadrature(self, n):
+    def quadrature(self, n: int) -> Quadrature:
         """The uniform grid of n^d points, exact for trigonometric polynomials of degree < n."""
         n = check_positive_int(n, "n")
         g = torch.arange(n, dtype=torch.float64) * (TWO_PI / n)
@@ -261,7 +270,7 @@ class Torus(Manifold):
         return TorusBackend(self)
 
     # --- geomstats --------------------------------------------------------------------------
-    def to_geomstats(self):
+    def to_geomstats(self) -> GeomstatsProduct:
         """geomstats ProductManifold of ``d`` circles Hypersphere(1) (extrinsic): points (n, d, 2).
 
         Convert points with :meth:`to_geomstats_points` / :meth:`from_geomstats_points` and
@@ -271,24 +280,24 @@ class Torus(Manifold):
         from geomstats.geometry.product_manifold import ProductManifold
         return ProductManifold([Hypersphere(1) for _ in range(self.d)])
 
-    def to_geomstats_points(self, x):
+    def to_geomstats_points(self, x: ArrayLike) -> np.ndarray:
         """numpy (n, d, 2): angle θ ↦ (cos θ, sin θ) on each circle."""
         x = self.validate(x, "x")
         return torch.stack([torch.cos(x), torch.sin(x)], dim=-1).detach().cpu().numpy()
 
-    def from_geomstats_points(self, p):
+    def from_geomstats_points(self, p: ArrayLike) -> torch.Tensor:
         """Angles (n, d) in [0, 2π) of geomstats points (n, d, 2) on the product of unit circles."""
         p = self._check_circle_points(p, "p")
         return wrap_angles(torch.atan2(p[..., 1], p[..., 0]))
 
-    def to_geomstats_tangent(self, x, v):
+    def to_geomstats_tangent(self, x: ArrayLike, v: ArrayLike) -> np.ndarray:
         """numpy (n, d, 2): the velocity v_i at angle θ_i is v_i·(−sin θ_i, cos θ_i)."""
         x = self.validate(x, "x")
         v = self.validate_tangent(x, v, "v")
         x, v = broadcast_rows(x, v, "x", "v")
         return (v.unsqueeze(-1) * torch.stack([-torch.sin(x), torch.cos(x)], dim=-1)).detach().cpu().numpy()
 
-    def from_geomstats_tangent(self, p, w):
+    def from_geomstats_tangent(self, p: ArrayLike, w: ArrayLike) -> torch.Tensor:
         """Velocities (n, d) of geomstats tangent vectors ``w`` (n, d, 2) at points ``p``.
 
         Each circle's velocity is w_i·(−sin θ_i, cos θ_i) (the tangential component).

@@ -4,12 +4,19 @@ Reverse-time samplers take ``times`` decreasing from T to t_end; ``log_likelihoo
 increasing from t_0 to T. Time is always forward diffusion time from the model's own t = 0.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, List, Literal
 
 import torch
 
+from heatscore._typing import ArrayLike, Time
 from heatscore._validation import as_float_tensor, check_finite, check_positive_int
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 #: ``default_times`` starts at T = DEFAULT_MIXING / λ_1: the forward process is then within about
 #: e^{−DEFAULT_MIXING} ≈ 4.5e-5 (times the initial L²(dvol) deviation) of its stationary law.
@@ -27,7 +34,8 @@ def _check_real(value, name):
     return value
 
 
-def time_grid(T, t_end, n_steps, kind="uniform"):
+def time_grid(T: Time, t_end: Time, n_steps: int,
+              kind: Literal["uniform", "geometric"] = "uniform") -> torch.Tensor:
     """(n_steps + 1,) float64 times decreasing from ``T`` to ``t_end`` (both included, exactly).
 
     ``kind="uniform"``: equal steps (T − t_end)/n_steps. ``kind="geometric"``: t_k =
@@ -55,7 +63,8 @@ def time_grid(T, t_end, n_steps, kind="uniform"):
     return times
 
 
-def default_times(m, t_end, n_steps=1000, kind="geometric"):
+def default_times(m: Manifold, t_end: Time, n_steps: int = 1000,
+                  kind: Literal["uniform", "geometric"] = "geometric") -> torch.Tensor:
     """A grid scaled by the geometry: T = DEFAULT_MIXING/λ_1 down to ``t_end`` in ``n_steps``.
 
     λ_1 is the first positive eigenvalue of ``m`` (``m._first_eigenvalue()``; 1 on R^d), so the same
@@ -66,7 +75,7 @@ def default_times(m, t_end, n_steps=1000, kind="geometric"):
     return time_grid(DEFAULT_MIXING / m._first_eigenvalue(), t_end, n_steps, kind)
 
 
-def check_times(times, name="times", decreasing=True):
+def check_times(times: ArrayLike, name: str = "times", decreasing: bool = True) -> List[float]:
     """Validate a 1-D grid of ≥ 2 finite times ≥ 0, strictly monotone; returns Python floats."""
     tt = as_float_tensor(times, name, dtype=torch.float64)
     if tt.ndim != 1 or tt.shape[0] < 2:

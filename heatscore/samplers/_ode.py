@@ -12,12 +12,20 @@ error, so the scheme stays second order; on T^d and R^d the projection is exact.
 increment uses the same stages, ∫ div v dt ≈ dt (div v_{t_a}(x) + div v_{t_b}(x̃))/2.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, Optional, Tuple, Union, overload
+
 import torch
 
+from heatscore._typing import ArrayLike, Divergence, LogDensityFn, Rng, ScoreFn
 from heatscore._validation import as_float_tensor, as_generator
 from heatscore.samplers._divergence import score_and_divergence
 from heatscore.samplers._grid import check_times
 from heatscore.samplers._process import call_score
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 DIVERGENCE_METHODS = ("exact", "hutchinson")
 
@@ -41,7 +49,25 @@ def _heun(m, x, dt, k1, velocity_at):
     return m._exp(x, 0.5 * dt * (k1 + m._proj(x, k2))).detach(), extra
 
 
-def probability_flow(m, score_fn, x_T, times, return_trajectory=False):
+@overload
+def probability_flow(m: Manifold, score_fn: ScoreFn, x_T: ArrayLike, times: ArrayLike,
+                     return_trajectory: Literal[False] = ...) -> torch.Tensor: ...
+
+
+@overload
+def probability_flow(m: Manifold, score_fn: ScoreFn, x_T: ArrayLike, times: ArrayLike,
+                     return_trajectory: Literal[True]) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def probability_flow(m: Manifold, score_fn: ScoreFn, x_T: ArrayLike, times: ArrayLike,
+                     return_trajectory: bool = ...
+                     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def probability_flow(m: Manifold, score_fn: ScoreFn, x_T: ArrayLike, times: ArrayLike,
+                     return_trajectory: bool = False
+                     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Integrate the probability-flow ODE dY/ds = −b(Y) + D s_{T−s}(Y) from ``times[0]`` to ``times[-1]``.
 
     Deterministic: it transports p_T to p_{t_end} when ``score_fn`` is the exact score. Heun's
@@ -78,7 +104,9 @@ def probability_flow(m, score_fn, x_T, times, return_trajectory=False):
     return x
 
 
-def log_likelihood(m, score_fn, x, times, log_p_T=None, divergence="exact", rng=None):
+def log_likelihood(m: Manifold, score_fn: ScoreFn, x: ArrayLike, times: ArrayLike,
+                   log_p_T: Optional[LogDensityFn] = None, divergence: Divergence = "exact",
+                   rng: Rng = None) -> torch.Tensor:
     """log p_{t_0}(x) by the instantaneous change of variables along the forward ODE.
 
     With dx/dt = v_t(x) = b(x) − D s_t(x) from t_0 = ``times[0]`` to T = ``times[-1]``:

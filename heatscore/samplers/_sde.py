@@ -1,14 +1,21 @@
 """Reverse-time SDE: geodesic random walk with an optional Langevin corrector."""
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, Literal, Tuple, Union, overload
 
 import torch
 
+from heatscore._typing import ArrayLike, Rng, ScoreFn
 from heatscore._validation import as_generator, check_positive_int
 from heatscore.samplers._grid import check_times
 from heatscore.samplers._process import call_score
 from heatscore.samplers._progress import ProgressBar
+
+if TYPE_CHECKING:
+    from heatscore.manifolds._base import Manifold
 
 
 def _check_snr(snr):
@@ -35,7 +42,8 @@ def _detached(y):
     return y.detach() if y.requires_grad else y
 
 
-def langevin_step_size(m, x, score, noise, snr, diffusion):
+def langevin_step_size(m: Manifold, x: torch.Tensor, score: torch.Tensor, noise: torch.Tensor,
+                       snr: float, diffusion: float) -> float:
     """Song et al.'s step ε = 2 (snr·mean|ξ| / mean|s|)² / D, norms in g, means over the batch.
 
     With the step exp_x(εD s + √(2εD) ξ) the ratio |εD s| / |√(2εD) ξ| of the batch-mean norms is
@@ -48,8 +56,30 @@ def langevin_step_size(m, x, score, noise, snr, diffusion):
     return float(2 * (snr * noise_norm / score_norm) ** 2 / diffusion)
 
 
-def reverse_sde(m, score_fn, x_T, times, rng=None, return_trajectory=False, corrector_steps=0,
-                snr=0.16, progress=False):
+@overload
+def reverse_sde(m: Manifold, score_fn: ScoreFn, x_T: Union[int, ArrayLike], times: ArrayLike,
+                rng: Rng = ..., return_trajectory: Literal[False] = ...,
+                corrector_steps: int = ..., snr: float = ...,
+                progress: bool = ...) -> torch.Tensor: ...
+
+
+@overload
+def reverse_sde(m: Manifold, score_fn: ScoreFn, x_T: Union[int, ArrayLike], times: ArrayLike,
+                rng: Rng = ..., *, return_trajectory: Literal[True], corrector_steps: int = ...,
+                snr: float = ..., progress: bool = ...) -> Tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def reverse_sde(m: Manifold, score_fn: ScoreFn, x_T: Union[int, ArrayLike], times: ArrayLike,
+                rng: Rng = ..., return_trajectory: bool = ..., corrector_steps: int = ...,
+                snr: float = ...,
+                progress: bool = ...) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def reverse_sde(m: Manifold, score_fn: ScoreFn, x_T: Union[int, ArrayLike], times: ArrayLike,
+                rng: Rng = None, return_trajectory: bool = False, corrector_steps: int = 0,
+                snr: float = 0.16,
+                progress: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """Sample the reverse-time process Y_s = X_{T−s} by a geodesic random walk.
 
     Each step from t_k to t_{k+1} (h = t_k − t_{k+1}) moves every particle along a geodesic,
