@@ -2,7 +2,7 @@
 
     python benchmarks/bench_protein.py                    # 5 data sets x 5 seeds, all methods
     python benchmarks/bench_protein.py --quick            # 1 seed, at most 1000 points per set
-    python benchmarks/bench_protein.py --figures benchmarks/figures   # also the two pictures
+    python benchmarks/bench_protein.py --figures docs   # also the two pictures
 """
 
 import argparse
