@@ -220,7 +220,7 @@ def figures(directory, seed=0, grid=180):
     im = ax.imshow(np.maximum(logp, logp.max() - 12), origin="lower", extent=(-180, 180, -180, 180),
                    cmap="magma")
     d = _degrees(train.numpy())
-    ax.scatter(d[:, 0], d[:, 1], s=0.3, c="cyan", alpha=0.35, linewidths=0)
+    ax.scatter(d[:, 0], d[:, 1], s=0.8, c="cyan", alpha=0.6, linewidths=0)
     ax.set(xlabel="φ (degrees)", ylabel="ψ (degrees)",
            title=f"general residues: smoother log-density\n({train.shape[0]} training points)")
     fig.colorbar(im, ax=ax, label="log p (w.r.t. dφdψ, clipped 12 below max)")
@@ -238,7 +238,7 @@ def figures(directory, seed=0, grid=180):
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     sc = ax.scatter(v[:, 0], v[:, 1], v[:, 2], s=0.4, c=logp, cmap="viridis", linewidths=0)
     ax.set(xlabel="ω₁", ylabel="ω₂", zlabel="ω₃", title="rotation vectors (axis × angle)")
-    fig.colorbar(sc, ax=ax, shrink=0.7, label="smoother log p (w.r.t. vol 8π²)")
+    fig.colorbar(sc, ax=ax, shrink=0.7, pad=0.12, label="smoother log p (w.r.t. vol 8π²)")
     ax2 = fig.add_subplot(1, 2, 2)
     angle = np.linalg.norm(v, axis=1)
     axis = v / np.maximum(angle[:, None], 1e-12)
