@@ -174,7 +174,8 @@ def run(datasets=DATASETS, seeds=range(5), methods=METHODS, nn_steps=300, ode_st
             status(f"{name}, seed {s} ...")
             per_seed.append(run_one(name, s, methods, nn_steps, ode_steps, max_points))
         status("")
-        n = load(name)[0].shape[0] if max_points is None else min(max_points, load(name)[0].shape[0])
+        n = load(name)[0].shape[0]
+        n = n if max_points is None else min(n, max_points)
         for method in methods:
             rows = [r[method] for r in per_seed if method in r]
             if not rows:
