@@ -24,6 +24,9 @@ from heatscore.manifolds import SO3, Sphere, Torus  # noqa: E402
 
 #: The distributed reductions sum in another order than memory: equal to this relative.
 REDUCTION_RTOL = 1e-12
+#: In-memory kernel sums on S^d take the compiled route, whose tabulated kernel is within ~2e-10
+#: (relative) of the closed form the distributed tree route evaluates.
+EVAL_RTOL = 1e-9
 #: Uneven row chunks of the 3000 data points.
 CHUNKS = (700, 1000, 300, 1000)
 
@@ -72,8 +75,8 @@ def test_distributed_fit_equals_in_memory(client, time_, n, chunks, weighted):
     lp, g = est.score_samples(_dask(Q, q_chunks)), est.grad_log_density(_dask(Q, q_chunks))
     assert isinstance(lp, da.Array) and isinstance(g, da.Array) and g.shape == Q.shape
     lp, g = client.compute([lp, g], sync=True)
-    assert _rel(lp, ref.score_samples(Q)) <= REDUCTION_RTOL
-    assert _rel(g, ref.grad_log_density(Q)) <= REDUCTION_RTOL
+    assert _rel(lp, ref.score_samples(Q)) <= EVAL_RTOL
+    assert _rel(g, ref.grad_log_density(Q)) <= EVAL_RTOL
     # tensors in, tensors out on a dask-fitted model
     out = est.log_density(Q[:5], t=0.01)
     assert isinstance(out, torch.Tensor)

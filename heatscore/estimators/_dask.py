@@ -536,7 +536,10 @@ def _eval_tile(region, queries, m, tau, total, w_min, want_grad):
 
 
 class _RegionKernelSum(KernelSum):
-    """``KernelSum`` over a tile's region with the neighbour radius of the whole data (its w_min)."""
+    """``KernelSum`` over a tile's region with the neighbour radius of the whole data (its w_min;
+    the compiled route's own cut would not see the data beyond the region)."""
+
+    compiled = False
 
     def __init__(self, manifold, Y, w, w_min):
         super().__init__(manifold, Y, w, eps=EPS)

@@ -1,10 +1,17 @@
-"""Weighted heat-kernel sums log Σ_j w_j k_τ(x, y_j) and their x-gradients, by three routes.
+"""Weighted heat-kernel sums log Σ_j w_j k_τ(x, y_j) and their x-gradients, by four routes.
 
-- ``dense``: every (query, data) pair, in row chunks under DESIGN's memory budget.
+- ``compiled``: S^d (d ≤ 3) through :mod:`heatscore.estimators._chord_sums`: a cell grid of the
+  data and a compiled per-query loop with its own certified cut (no pair lists; several times of a
+  mixture and value + gradient in one pass over the neighbours).
+- ``dense``: every (query, data) pair, in blocks of ``PAIR_BUDGET`` pairs.
 - ``neighbors``: a spatial index keeps, for each query x, only the data within a radius r(x)
-  chosen so that the dropped terms are at most ``eps`` times the kept sum (error bound below).
+  chosen so that the dropped terms are at most ``eps`` times the kept sum (error bound below),
+  query chunks holding at most ``PAIR_BUDGET`` pairs (counted by the tree first).
 - ``spectral``: Σ_n e^{−λ_n τ} ĉ_n φ_n(x) from the data's coefficients (cost independent of the
   data size), used only where its tail bound certifies relative accuracy ``rtol`` at x.
+
+Exact duplicate rows are collapsed into one point with their summed weight (``unique``); a
+leave-one-out query lowers its own point's weight by its row's weight rather than dropping it.
 
 Neighbour bound. For kernels that decrease with the distance d (S², SO(3): exactly; T^d and R^d:
 bounded by the flat Gaussian up to the factor M = e^{log_margin} of the manifold's
@@ -15,15 +22,45 @@ const, the radius r² = d_1² + 4τ (log(1/eps) − log w_min + log M) bounds th
 """
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from heatscore.manifolds._base import rows_per_chunk
+from heatscore.estimators import _chord_sums as chord
 
 #: Below this many (query, datum) pairs the dense route is cheaper than building the index.
 _DENSE_PAIRS = 20_000
+#: Most (query, datum) pairs held at once by the dense and neighbour routes (each pair costs a
+#: few hundred bytes of intermediates with gradients: ~100 MB).
+PAIR_BUDGET = 2**19
+#: Cell grids kept (one per cell side; each holds a sorted copy of the unique data).
+MAX_GRIDS = 2
+
+
+def collapse_duplicates(Y, w):
+    """(unique rows (m, *pt), summed weights (m,), inverse (n,) int64 with Y = unique[inverse]).
+
+    Rows are compared exactly (lexicographic sort of the flattened rows); the unique rows keep
+    that sorted order."""
+    flat = Y.detach().cpu().numpy().reshape(Y.shape[0], -1)
+    n = flat.shape[0]
+    order = np.lexsort(flat.T[::-1])
+    sorted_rows = flat[order]
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    new[1:] = (sorted_rows[1:] != sorted_rows[:-1]).any(axis=1)
+    group = np.cumsum(new) - 1
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = group
+    if bool(new.all()):  # no duplicates: keep the caller's rows and weights as they are
+        return Y, w, np.arange(n, dtype=np.int64)
+    wn = w.detach().cpu().numpy()
+    wu = np.bincount(group, weights=wn[order], minlength=int(group[-1]) + 1)
+    U = torch.as_tensor(np.ascontiguousarray(sorted_rows[new]), device=Y.device).reshape(
+        (-1,) + tuple(Y.shape[1:])).to(Y.dtype)
+    return U, torch.as_tensor(wu, dtype=w.dtype, device=w.device), inverse
 
 
 class SpatialIndex:
@@ -45,6 +82,12 @@ class SpatialIndex:
         d = np.asarray(d).reshape(X.shape[0], k)
         j = np.asarray(j).reshape(X.shape[0], k) % self.n
         return self.embedding.from_chord(d, tau), j
+
+    def counts(self, X, radius, tau):
+        """(n,) number of embedded data rows (copies included) within each query's radius."""
+        e = self.embedding
+        return np.asarray(self.tree.query_ball_point(e.query(X, tau), e.to_chord(radius, tau),
+                                                     workers=-1, return_length=True))
 
     def pairs(self, X, radius, tau):
         """Flattened (query index, data index) pairs with distance ≤ radius (per query)."""
@@ -70,117 +113,282 @@ def segment_logsumexp(values, segments, n_segments):
     return torch.log(s) + safe
 
 
+def _side(q):
+    """Cell side of the compiled route's grid for a typical squared cut radius q: the power of
+    two at or below its radius (at most 1/2)."""
+    return 2.0 ** min(-1, math.floor(math.log2(max(math.sqrt(q), 1e-6))))
+
+
+def _chunks_by_count(counts, budget):
+    """Consecutive (start, stop) query ranges whose counts sum to ≤ budget (a query over the
+    budget alone)."""
+    bounds, start, acc = [], 0, 0
+    for i, c in enumerate(counts.tolist()):
+        if acc and acc + c > budget:
+            bounds.append((start, i))
+            start, acc = i, 0
+        acc += c
+    if start < len(counts):
+        bounds.append((start, len(counts)))
+    return bounds
+
+
 class KernelSum:
     """log p(x) = log Σ_s π_s Σ_j w_j k_{τ_s}(x, y_j) and ∇_x log p (compact manifolds and R^d).
 
     Parameters
     ----------
     manifold, Y (n, *pt) data, w (n,) weights summing to one.
-    eps : relative error allowed to the neighbour route (see the module docstring).
+    eps : relative error allowed to the truncated routes (see the module docstring).
+
+    Attributes: ``unique`` (m, *pt) the distinct rows, ``unique_weight`` (m,), ``inverse`` (n,)
+    numpy int64 (row i of Y is ``unique[inverse[i]]``).
     """
+
+    #: Whether the compiled route may serve this sum (a subclass with its own radius rule sets
+    #: False).
+    compiled = True
 
     def __init__(self, manifold, Y, w, eps=1e-10):
         self.manifold = manifold
         self.Y = Y
         self.w = w
-        self.log_w = torch.log(w)
         self.eps = eps
         self.backend = manifold._heat_backend()
+        self.unique, self.unique_weight, self.inverse = collapse_duplicates(Y, w)
+        self.log_w = torch.log(self.unique_weight)
         self._index = None
+        self._grids = OrderedDict()
+        self._tables = OrderedDict()
+        e = manifold._index_embedding()
+        self._chord_ok = (self.compiled and e is not None and getattr(e, "radial_chord", False)
+                          and int(np.prod(manifold.ambient_shape)) <= chord.MAX_DIM
+                          and hasattr(self.backend, "log_radial"))
 
     @property
     def index(self):
+        """The :class:`SpatialIndex` of the unique rows (its indices are into ``unique``)."""
         if self._index is None:
-            self._index = SpatialIndex(self.manifold, self.Y)
+            self._index = SpatialIndex(self.manifold, self.unique)
         return self._index
+
+    @property
+    def n_unique(self):
+        return self.unique.shape[0]
+
+    def _exclusion(self, exclude_rows):
+        """(unique index (n,), weight removed (n,)) numpy arrays of leave-one-out rows."""
+        rows = exclude_rows.cpu().numpy()
+        return self.inverse[rows], self.w.detach().cpu().numpy()[rows]
 
     # --- one time τ -----------------------------------------------------------------------
     def radius(self, d1, tau):
         """Per-query neighbour radius from the nearest-datum distance d1 (module docstring)."""
-        w_min = float(self.w[self.w > 0].min())
+        w_min = float(self.unique_weight[self.unique_weight > 0].min())
         extra = 4 * tau * (math.log(1 / self.eps) - math.log(w_min) + self.index.embedding.log_margin)
         return np.sqrt(d1**2 + extra)
 
     def log_and_grad(self, X, tau, want_grad=False, exclude_rows=None, route="auto"):
         """(n,) log Σ_j w_j k_τ(x, y_j) and (n, *ambient) its gradient (or None).
 
-        ``exclude_rows`` (n,) int: query i is datum ``exclude_rows[i]``, which is left out
+        ``exclude_rows`` (n,) int: query i is datum ``exclude_rows[i]``, whose weight is left out
         (leave-one-out; the remaining weights are renormalised to sum to one).
         """
+        return self.mixture_log_and_grad(X, [tau], [0.0], want_grad, exclude_rows, route)
+
+    def mixture_log_and_grad(self, X, taus, log_pis, want_grad=False, exclude_rows=None,
+                             route="auto"):
+        """(n,) log Σ_s π_s Σ_j w_j k_{τ_s}(x, y_j) and its gradient (or None): the compiled
+        route in one pass over the neighbours for all times where it applies, else per time."""
+        n = X.shape[0]
+        ex = self._exclusion(exclude_rows) if exclude_rows is not None else None
+        out = X.new_full((n,), -math.inf)
+        grad = X.new_zeros((n,) + tuple(self.manifold.ambient_shape)) if want_grad else None
+        todo = torch.ones(n, dtype=torch.bool)
+        if self._chord_ok and route in ("auto", "neighbors") and n:
+            out, grad, flag = self._compiled(X, taus, log_pis, want_grad, ex)
+            todo = torch.as_tensor(flag.astype(bool))
+        if bool(todo.any()):
+            idx = torch.nonzero(todo).flatten().to(X.device)
+            sub_ex = None if ex is None else (ex[0][idx.cpu().numpy()], ex[1][idx.cpu().numpy()])
+            logs, grads = [], []
+            for tau, lp in zip(taus, log_pis):
+                lg, g = self._one_time(X[idx], float(tau), want_grad, sub_ex, route)
+                logs.append(lg + lp)
+                grads.append(g)
+            L = torch.stack(logs, dim=1)
+            out[idx] = torch.logsumexp(L, dim=1)
+            if want_grad:
+                resp = torch.softmax(L, dim=1)
+                shape = (-1,) + (1,) * (grads[0].ndim - 1)
+                grad[idx] = sum(resp[:, s].reshape(shape) * grads[s] for s in range(len(grads)))
+        if ex is not None:
+            out = out - torch.log1p(-torch.as_tensor(ex[1], dtype=out.dtype, device=out.device))
+        return out, grad
+
+    def _one_time(self, X, tau, want_grad, ex, route):
         n = X.shape[0]
         if route == "auto":
             route = "dense"
-            if n * self.Y.shape[0] > _DENSE_PAIRS:
-                d1 = self._nearest(X, tau, exclude_rows)
+            if n * self.n_unique > _DENSE_PAIRS:
+                d1 = self._nearest(X, tau, ex)
                 if float(np.quantile(self.radius(d1, tau), 0.9)) <= self.index.embedding.max_radius:
                     route = "neighbors"
         if route == "neighbors":
-            return self._neighbors(X, tau, want_grad, exclude_rows)
-        return self._dense(X, tau, want_grad, exclude_rows)
+            return self._neighbors(X, tau, want_grad, ex)
+        return self._dense(X, tau, want_grad, ex)
 
-    def _nearest(self, X, tau, exclude_rows):
-        """(n,) distance from each query to its nearest datum (other than its excluded row)."""
-        if exclude_rows is None:
+    def _nearest(self, X, tau, ex):
+        """(n,) distance from each query to its nearest datum of positive (reduced) weight."""
+        if ex is None:
             return self.index.nearest(X, tau, k=1)[0][:, 0]
         d, j = self.index.nearest(X, tau, k=2)
-        own = j[:, 0] == exclude_rows.cpu().numpy()
-        return np.where(own, d[:, 1], d[:, 0])
+        wu = self.unique_weight.detach().cpu().numpy()
+        gone = (j[:, 0] == ex[0]) & (wu[j[:, 0]] - ex[1] <= 0)
+        return np.where(gone, d[:, 1], d[:, 0])
 
-    def _pairs_eval(self, X, qi, dj, tau, want_grad, n):
-        """Per-query logsumexp over the given (query, datum) pairs."""
+    def _pairs_eval(self, X, qi, dj, tau, want_grad, n, ex):
+        """Per-query logsumexp over the given (query, datum) pairs (at most ``PAIR_BUDGET``)."""
+        if ex is not None:  # the left-out row's weight, off its own point
+            own = dj == ex[0][qi]
+            keep = ~own | (self.unique_weight.detach().cpu().numpy()[dj] - ex[1][qi] > 0)
+            qi, dj, own = qi[keep], dj[keep], own[keep]
         qi_t = torch.as_tensor(qi, device=X.device)
         dj_t = torch.as_tensor(dj, device=X.device)
-        P = qi_t.shape[0]
-        step = rows_per_chunk(1, budget=2**22)
-        logs, grads = [], []
-        for a in range(0, P, step):
-            xa, ya = X[qi_t[a:a + step]], self.Y[dj_t[a:a + step]]
-            lg, gr = self.backend.log_and_grad(xa, ya, torch.full((xa.shape[0],), tau, dtype=X.dtype,
-                                                                     device=X.device), want_grad)
-            logs.append(lg + self.log_w[dj_t[a:a + step]])
-            grads.append(gr)
-        vals = torch.cat(logs) if logs else X.new_zeros(0)
+        xa, ya = X[qi_t], self.unique[dj_t]
+        lg, g = self.backend.log_and_grad(xa, ya, torch.full((xa.shape[0],), tau, dtype=X.dtype,
+                                                             device=X.device), want_grad)
+        lw = self.log_w[dj_t]
+        if ex is not None and own.any():
+            o = torch.as_tensor(own, device=X.device)
+            reduced = self.unique_weight[dj_t[o]] - torch.as_tensor(ex[1][qi[own]]).to(lw)
+            lw = lw.clone()
+            lw[o] = torch.log(reduced)
+        vals = lg + lw
         out = segment_logsumexp(vals, qi_t, n)
         if not want_grad:
             return out, None
-        g = torch.cat(grads) if grads else X.new_zeros((0,) + tuple(self.manifold.ambient_shape))
         resp = torch.exp(vals - out[qi_t])                                   # responsibilities
         shape = (-1,) + (1,) * (g.ndim - 1)
         grad = X.new_zeros((n,) + tuple(g.shape[1:])).index_add_(0, qi_t, resp.reshape(shape) * g)
         return out, grad
 
-    def _renormalise(self, out, exclude_rows):
-        if exclude_rows is not None:
-            out = out - torch.log1p(-self.w[exclude_rows])
-        return out
-
-    def _neighbors(self, X, tau, want_grad, exclude_rows):
-        n = X.shape[0]
-        d1 = self._nearest(X, tau, exclude_rows)
-        qi, dj = self.index.pairs(X, self.radius(d1, tau), tau)
-        if exclude_rows is not None:
-            keep = dj != exclude_rows.cpu().numpy()[qi]
-            qi, dj = qi[keep], dj[keep]
-        out, grad = self._pairs_eval(X, qi, dj, tau, want_grad, n)
-        return self._renormalise(out, exclude_rows), grad
-
-    def _dense(self, X, tau, want_grad, exclude_rows):
-        n, m = X.shape[0], self.Y.shape[0]
-        step = rows_per_chunk(m, 8 * (1 + int(np.prod(self.manifold.ambient_shape))))
-        excl = None if exclude_rows is None else exclude_rows.cpu().numpy()
+    def _blocks(self, X, tau, want_grad, ex, bounds, pairs_of):
+        """Evaluate the query ranges ``bounds`` with pairs from ``pairs_of(a, b)``; concatenated."""
         outs, grads = [], []
-        for a in range(0, n, step):
-            r = min(step, n - a)
-            qi = np.repeat(np.arange(r), m)
-            dj = np.tile(np.arange(m), r)
-            if excl is not None:
-                keep = excl[a + qi] != dj
-                qi, dj = qi[keep], dj[keep]
-            o, g = self._pairs_eval(X[a:a + r], qi, dj, tau, want_grad, r)
+        for a, b in bounds:
+            qi, dj = pairs_of(a, b)
+            sub = None if ex is None else (ex[0][a:b], ex[1][a:b])
+            o, g = self._pairs_eval(X[a:b], qi, dj, tau, want_grad, b - a, sub)
             outs.append(o)
             grads.append(g)
-        out = self._renormalise(torch.cat(outs), exclude_rows)
-        return out, (torch.cat(grads) if want_grad else None)
+        out = torch.cat(outs) if outs else X.new_zeros(0)
+        return out, (torch.cat(grads) if want_grad and grads else None)
+
+    def _neighbors(self, X, tau, want_grad, ex):
+        R = self.radius(self._nearest(X, tau, ex), tau)
+        bounds = _chunks_by_count(self.index.counts(X, R, tau), PAIR_BUDGET)
+        return self._blocks(X, tau, want_grad, ex, bounds,
+                            lambda a, b: self.index.pairs(X[a:b], R[a:b], tau))
+
+    def _dense(self, X, tau, want_grad, ex):
+        n, m = X.shape[0], self.n_unique
+        step = max(1, PAIR_BUDGET // max(1, m))
+        bounds = [(a, min(n, a + step)) for a in range(0, n, step)]
+        return self._blocks(X, tau, want_grad, ex, bounds,
+                            lambda a, b: (np.repeat(np.arange(b - a), m), np.tile(np.arange(m), b - a)))
+
+    # --- the compiled route ----------------------------------------------------------------
+    def _grid(self, side):
+        """The cell grid of the unique points at cell side ``side`` (a power of two)."""
+        if side not in self._grids:
+            if len(self._grids) >= MAX_GRIDS:
+                self._grids.popitem(last=False)
+            U = np.ascontiguousarray(self.unique.detach().cpu().numpy().reshape(self.n_unique, -1))
+            self._grids[side] = chord.ChordGrid(U, self.unique_weight.detach().cpu().numpy(), side)
+        self._grids.move_to_end(side)
+        return self._grids[side]
+
+    def _table(self, tau):
+        """(K and K' at the nodes, 1/spacing, c0 = log k_τ(0), last usable q) of ``_chord_sums``:
+        K(q) = k_τ(q)/k_τ(0), K'(q) = K(q) (d log k/dθ)/(2 sin θ) (dq/dθ = 2 sin θ; its limit at
+        q = 0 from θ = 1e-7 √τ)."""
+        if tau not in self._tables:
+            if len(self._tables) >= 64:
+                self._tables.popitem(last=False)
+            q_end = min(4 * tau * chord.TABLE_REACH, chord.Q_END)
+            h = q_end / chord.TABLE_NODES
+            q = torch.arange(chord.TABLE_NODES + 1, dtype=torch.float64) * h
+            theta = 2 * torch.asin(torch.sqrt(q) / 2)
+            t = torch.full_like(theta, tau)
+            logk = self.backend.log_radial(theta, t)
+            c0 = float(logk[0])
+            K = torch.exp(logk - c0)
+            theta[0] = 1e-7 * math.sqrt(tau)   # d log k/dq at 0 as its limit
+            dK = K * self.backend.dlog_radial(theta, t) / (2 * torch.sin(theta))
+            self._tables[tau] = (K.numpy(), dK.detach().numpy(), 1.0 / h, c0,
+                                 (chord.TABLE_NODES - 2) * h)
+        return self._tables[tau]
+
+    def _compiled(self, X, taus, log_pis, want_grad, ex):
+        """The compiled route: (out (n,), grad or None, flag (n,) rows it left to the others)."""
+        n, D = X.shape[0], int(np.prod(self.manifold.ambient_shape))
+        taus_np = np.asarray(taus, dtype=np.float64)
+        tabs = [self._table(float(t)) for t in taus_np]
+        T = np.stack([t[0] for t in tabs])
+        dT = np.stack([t[1] for t in tabs])
+        inv_h = np.array([t[2] for t in tabs])
+        c0 = np.array([t[3] for t in tabs])
+        qtop = np.array([t[4] for t in tabs])
+        ex_j = np.full(n, -1, np.int64) if ex is None else np.ascontiguousarray(ex[0], np.int64)
+        ex_w = np.zeros(n) if ex is None else np.ascontiguousarray(ex[1], np.float64)
+        Xn = np.ascontiguousarray(X.detach().cpu().numpy().reshape(n, D), dtype=np.float64)
+        out = np.full(n, -np.inf)
+        grad = np.zeros((n, D)) if want_grad else np.zeros((1, D))
+        flag = np.zeros(n, np.int8)
+        # nearest data on a grid of the largest pass-1 radius or the data's mean spacing
+        # (vol/m)^{1/d}; then cells about the median cut radius of the largest time (fewer
+        # cells beat fewer points)
+        p1 = 4 * float(taus_np.max()) * chord.PASS1
+        spacing = (self.manifold.volume / self.n_unique) ** (1.0 / self.manifold.dim)
+        d1sq = self._nearest_sq(Xn, self._grid(_side(max(p1, spacing**2))), ex_j, ex_w)
+        far = d1sq < 0
+        flag[far] = 1
+        d1sq[far] = np.inf
+        near = d1sq[~far]
+        grid = self._grid(_side(p1 + (float(np.median(near)) if near.size else 0.0)))
+        log_pis = np.asarray(log_pis, dtype=np.float64)
+
+        def block(a, b):
+            chord.chord_sums(Xn[a:b], d1sq[a:b], grid.P, grid.w, grid.idx, grid.cells,
+                             grid.starts, grid.side, grid.G, T, dT, inv_h, c0, qtop, taus_np, log_pis,
+                             ex_j[a:b], ex_w[a:b], math.log(self.eps), want_grad, out[a:b],
+                             grad[a:b] if want_grad else grad, flag[a:b])
+
+        chord.run_blocks(block, n)
+        out_t = torch.as_tensor(out, dtype=X.dtype, device=X.device)
+        grad_t = (torch.as_tensor(grad, dtype=X.dtype, device=X.device).reshape(
+            (n,) + tuple(self.manifold.ambient_shape)) if want_grad else None)
+        return out_t, grad_t, flag
+
+    def _nearest_sq(self, Xn, grid, ex_j, ex_w):
+        """(n,) squared chord to the nearest datum (of positive reduced weight) by the grid,
+        −1 where it is farther than ``chord.NEAREST_RINGS`` cells."""
+        out = np.empty(Xn.shape[0])
+        chord.run_blocks(lambda a, b: chord.nearest_sq(
+            Xn[a:b], grid.P, grid.w, grid.idx, grid.cells, grid.starts, grid.side, grid.G,
+            ex_j[a:b], ex_w[a:b], chord.NEAREST_RINGS, out[a:b]), Xn.shape[0])
+        return out
+
+    def nearest_other(self):
+        """(n,) kernel distance from each data row to the nearest other row (0 for a repeated
+        row): the nearest-neighbour distances that time selection scales by."""
+        mult = np.bincount(self.inverse, minlength=self.n_unique)
+        d_unique = np.zeros(self.n_unique)
+        single = mult == 1
+        if single.any() and self.n_unique > 1:
+            d_unique[single] = self.index.nearest(self.unique[torch.as_tensor(single)], 0.0, k=2)[0][:, 1]
+        return d_unique[self.inverse]
 
 
 class SpectralSum:

@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from heatscore._errors import TruncationWarning
+from heatscore._errors import DegenerateDataWarning, TruncationWarning
 from heatscore._files import atomic_write
 from heatscore._typing import ArrayLike, PathLike, Rng, Time
 from heatscore._validation import as_float_tensor, as_generator, normalised_weights
@@ -47,6 +47,8 @@ SHRUNK_STEPS = 200
 #: seeded random subset; each is left out of the full data): the criterion's sampling error is
 #: far below the differences between grid times, at a fraction of the cost.
 LOO_MAX_ROWS = 2000
+#: A time search that takes longer than this (seconds) shows a progress bar on a terminal.
+PROGRESS_DELAY = 2.0
 
 
 def _is_dask_array(x):
@@ -92,7 +94,7 @@ class DiffusionKernelSmoother(BaseEstimator):
     """
 
     _private_state = ("_ksum", "_spec", "_mesh_density", "_loo_rows", "_grid_loo", "_shrunk_ep",
-                      "_dask")
+                      "_dask", "_bar")
 
     def __init__(self, manifold: Manifold, time: Union[str, float] = "auto",
                  t_min: Optional[float] = None, route: str = "auto", shrinkage: bool = False,
@@ -237,7 +239,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         rows = torch.arange(self.X_.shape[0]) if rows is None else rows
         Xr, w = self.X_[rows], self.sample_weight_[rows]
         levels = self._spec.levels_for(tau) if self.route in ("auto", "spectral") else None
-        route = "auto" if self.route == "spectral" else self.route
+        route = self._ksum_route()
         if levels is not None:
             p, _, bound = self._spec.value_and_grad(Xr, tau, levels, False)
             k0 = torch.exp(self._ksum.backend.log_and_grad(
@@ -254,6 +256,7 @@ class DiffusionKernelSmoother(BaseEstimator):
     def _loo_score(self, tau, keep=None):
         """Weighted mean LOO log-likelihood, over the fixed query subset ``_loo_rows``; the
         per-row values are appended to ``keep`` if given."""
+        self._bar.update()
         rows = self._loo_rows
         w = self.sample_weight_[rows]
         loo = self._loo(tau, rows)
@@ -268,8 +271,7 @@ class DiffusionKernelSmoother(BaseEstimator):
             self._loo_rows = torch.randperm(n, generator=gen)[:LOO_MAX_ROWS].sort().values
         else:
             self._loo_rows = torch.arange(n)
-        d, _ = self._ksum.index.nearest(self.X_, 0.0, k=2)
-        d_nn = d[:, 1]
+        d_nn = self._ksum.nearest_other()
         pos = d_nn[d_nn > 0]
         scale = float(np.median(pos) ** 2) if pos.size else self.t_min_
         # exact duplicates are atoms at the data's precision: then the grid starts at t_min
@@ -277,6 +279,9 @@ class DiffusionKernelSmoother(BaseEstimator):
         t_hi = max(10 * t_lo, 1.0 / lam1)
         n_grid = max(3, int(math.ceil(GRID_PER_DECADE * math.log10(t_hi / t_lo))) + 1)
         grid = np.geomspace(t_lo, t_hi, n_grid)
+        from heatscore.samplers._progress import ProgressBar
+        self._bar = ProgressBar(n_grid + (N_REFINE if refine else 0), True,
+                                label=f"{type(self).__name__}.fit", delay=PROGRESS_DELAY)
         scores, self._grid_loo = [], []
         for tau in grid:  # ascending; stop three points past the best (unimodal in practice)
             scores.append(self._loo_score(float(tau), self._grid_loo))
@@ -286,11 +291,29 @@ class DiffusionKernelSmoother(BaseEstimator):
         self.grid_ = torch.tensor(grid[:len(scores)])
         self.loo_log_likelihood_ = torch.tensor(scores)
         b = int(np.argmax(scores))
+        self._warn_degenerate(b == 0)
         if not refine:
+            self._bar.close()
             return float(grid[b])
         lo = math.log(grid[max(b - 1, 0)])
         hi = math.log(grid[min(b + 1, len(scores) - 1)])
-        return self._golden(lo, hi, grid[b], scores[b])
+        t_best = self._golden(lo, hi, grid[b], scores[b])
+        self._bar.close()
+        return t_best
+
+    def _warn_degenerate(self, at_floor):
+        """``DegenerateDataWarning`` when the LOO criterion ends at the grid's first time because
+        the data are (nearly all) repeated points: the fit is then a spike at each of them."""
+        n, m = self.X_.shape[0], self._ksum.n_unique
+        if m == 1:
+            warnings.warn(f"all {n} points of X are identical: the time search ends at "
+                          f"t_min = {self.t_min_:.3g}, a spike at that point; pass a fixed time "
+                          "(time=...) to choose its spread", DegenerateDataWarning, stacklevel=4)
+        elif at_floor and m < n:
+            warnings.warn(f"X holds {m} distinct points among {n} rows: the leave-one-out time "
+                          f"search ends at its smallest time t_min = {self.t_min_:.3g} (spikes at "
+                          "the repeated points); raise t_min or pass a fixed time", 
+                          DegenerateDataWarning, stacklevel=4)
 
     def _golden(self, lo, hi, t_best, s_best):
         """Golden-section search of the LOO score in log t on [lo, hi]; keeps the best seen."""
@@ -346,10 +369,20 @@ class DiffusionKernelSmoother(BaseEstimator):
         if X.shape[0] == 0:                                   # no points: empty results
             return X.new_zeros(0), (X.new_zeros((0,) + tuple(self.manifold.ambient_shape))
                                     if want_grad else None)
-        logs, grads = [], []
+        logs, grads, pooled = [], [], []
         for tau_s, pi_s in zip(self.times_.tolist(), self.weights_.tolist()):
-            lg, gr = self._log_one(X, tau_s + float(tt), want_grad)
+            tau = tau_s + float(tt)
+            if self._pooled(tau):  # one kernel-sum pass below for all such times
+                pooled.append((tau, math.log(pi_s)))
+                continue
+            lg, gr = self._log_one(X, tau, want_grad)
             logs.append(lg + math.log(pi_s))
+            grads.append(gr)
+        if pooled:
+            taus, log_pis = zip(*pooled)
+            lg, gr = self._ksum.mixture_log_and_grad(X, list(taus), list(log_pis), want_grad,
+                                                     route=self._ksum_route())
+            logs.append(lg)
             grads.append(gr)
         L = torch.stack(logs, dim=1)
         out = torch.logsumexp(L, dim=1)
@@ -359,20 +392,26 @@ class DiffusionKernelSmoother(BaseEstimator):
         g = sum(resp[:, s].reshape((-1,) + (1,) * (grads[s].ndim - 1)) * grads[s] for s in range(len(grads)))
         return out, g
 
+    def _pooled(self, tau):
+        """Whether time τ goes to the kernel sums (not a mesh, shrunk or spectral route)."""
+        if hasattr(self, "_mesh_density") or self.shrinkage:
+            return False
+        return self.route not in ("auto", "spectral") or self._spec.levels_for(tau) is None
+
+    def _ksum_route(self):
+        return "auto" if self.route == "spectral" else self.route
+
     def _log_one(self, X, tau, want_grad):
+        """One time τ that is not ``_pooled``: the mesh, shrunk or spectral route."""
         if hasattr(self, "_mesh_density"):
             return self._mesh_density.log_and_grad(X, tau, want_grad)
         if self.shrinkage:
             return self._log_one_shrunk(X, tau, want_grad)
-        levels = self._spec.levels_for(tau) if self.route in ("auto", "spectral") else None
-        if levels is not None:
-            p, g, bound = self._spec.value_and_grad(X, tau, levels, want_grad)
-            ok = p >= bound / RTOL
-            out = torch.log(torch.where(ok, p, torch.ones_like(p)))
-            grad = g / p.reshape((-1,) + (1,) * (g.ndim - 1)) if want_grad else None
-            return self._kernel_sum_where(~ok, X, tau, want_grad, out, grad)
-        route = "auto" if self.route == "spectral" else self.route
-        return self._ksum.log_and_grad(X, tau, want_grad, route=route)
+        p, g, bound = self._spec.value_and_grad(X, tau, self._spec.levels_for(tau), want_grad)
+        ok = p >= bound / RTOL
+        out = torch.log(torch.where(ok, p, torch.ones_like(p)))
+        grad = g / p.reshape((-1,) + (1,) * (g.ndim - 1)) if want_grad else None
+        return self._kernel_sum_where(~ok, X, tau, want_grad, out, grad)
 
     def _log_one_shrunk(self, X, tau, want_grad):
         ep = self._shrunk_ep

@@ -155,7 +155,10 @@ class IndexEmbedding:
     ``log_margin``: log of the factor by which the kernel may exceed the flat Gaussian
     exp(−r²/4τ) (curvature, wrapping) at the radii used; ``max_radius``: the largest kernel
     radius at which the neighbour route is used (the dense route beyond). ``unit_sphere``: the
-    embedding is the unit sphere of R³ (HEALPix cells apply).
+    embedding is the unit sphere of R³ (HEALPix cells apply). ``radial_chord``: the points are unit
+    vectors of R^D, the kernel is a decreasing function of the chord |x − y| alone (the backend's
+    ``log_radial`` of θ = 2 asin(|x − y|/2)) and the Riemannian gradient is the tangential part of
+    the Euclidean one (the compiled kernel sums of ``estimators._chord_sums`` apply).
     """
 
     copies = 1
@@ -165,6 +168,7 @@ class IndexEmbedding:
     log_margin = math.log(4.0)
     max_radius = 1.2
     unit_sphere = False
+    radial_chord = False
     #: The embedding lies in a ball of this radius (None: unbounded).
     extent = None
 

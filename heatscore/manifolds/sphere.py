@@ -48,6 +48,7 @@ class _ChordEmbedding(IndexEmbedding):
     """The unit vectors themselves: chord c = 2 sin(θ/2)."""
 
     extent = 1.0
+    radial_chord = True
 
     def __init__(self, dim):
         self.unit_sphere = dim == 2

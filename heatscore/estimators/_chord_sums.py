@@ -1,0 +1,350 @@
+"""Compiled kernel sums for kernels that are decreasing functions of the chord |x − y| in an
+embedding on the unit sphere of R^D (S^d, D = d + 1 ≤ ``MAX_DIM``): the fast path of
+:class:`~heatscore.estimators._kernel_sum.KernelSum`.
+
+Structure. The data (duplicates collapsed into weights) are sorted into a uniform grid of cubes of
+side ``side`` in R^D; a query visits the cells of the box around it, so memory is O(n) for the grid
+and O(1) per query (no list of (query, datum) pairs), and each query is independent: the compiled
+loops release the GIL and the caller runs blocks of queries on threads (``run_blocks``; numba's
+own threading layers are not used: its OpenMP layer aborts beside torch's OpenMP runtime).
+
+Kernel. For each time τ a table of K(q) = k_τ(q)/k_τ(0) on q = |x − y|² ∈ [0, q_max] (the exact
+closed form at uniform nodes; k_τ(0) = e^{c0}) is interpolated by the 4-point cubic, so a pair
+costs no exp or log; the table's reach keeps K ≥ e^{−TABLE_REACH}, so the sums cannot underflow
+for weights ≥ 1e-200. With q = 2 − 2x·y the Riemannian gradient is the tangential part of the
+Euclidean one: ∇_x k = −2 K'(q) e^{c0} (y − (x·y) x).
+
+Truncation, per query and per time s of a mixture Σ_s π_s Σ_j w_j k_s. Pass 1 keeps the data with
+q ≤ q1_s = d_1² + 4τ_s·max(``PASS1`` + log π_s, 2), d_1 the chord to the nearest datum, giving the kept sum S_s and
+kept weight W_s. Since k_s decreases in q, the dropped part of time s beyond a cut q_s is at most
+(1 − W_s) k_s(q_s); pass 2 extends each cut to the first table node with
+π_s (1 − W_s) k_s(q_s) ≤ (ε/S) Σ_r π_r S_r, so that the whole dropped mass is ≤ ε times the
+kept mixture. A time whose table ends before the nearest datum (a time far below the data's
+spacing, as the smallest of a multiscale mixture) adds at most π_s k_s(q_end) and is dropped where
+that is below its share. Queries whose cut would pass a table's end are flagged for the caller's
+exact route.
+"""
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+#: Embedding dimensions served (the box around a query holds ≥ 3^D cells).
+MAX_DIM = 4
+#: Pass-1 radius: q1 = d_1² + 4τ·PASS1 (kernel ratio e^{−PASS1} from the nearest datum).
+PASS1 = 10.0
+#: Table nodes per time (spacing ≤ 4τ·TABLE_REACH/TABLE_NODES ≈ τ/25: the cubic's relative
+#: error on e^{−q/4τ} is ≈ (h/4τ)⁴/40 < 1e-9), and its reach 4τ·TABLE_REACH (beyond: the caller's
+#: exact route).
+TABLE_NODES = 16384
+TABLE_REACH = 160.0
+#: Largest q any table reaches: θ = 2.5 (the S² kernel focuses near the antipode on a scale
+#: finer than the nodes; such far cuts are the exact routes' work).
+Q_END = (2 * math.sin(1.25)) ** 2
+#: Rings of cells the nearest-datum search grows through before leaving a query to the tree.
+NEAREST_RINGS = 6
+
+
+@numba.njit(cache=True)
+def _cell_of(v, side):
+    return int(math.floor((v + 1.0) / side))
+
+
+@numba.njit(cache=True)
+def _keys(P, side, G):
+    """(m,) int64 linear cell key of each row of P (m, D)."""
+    m, D = P.shape
+    out = np.empty(m, np.int64)
+    for i in range(m):
+        k = 0
+        for d in range(D):
+            k = k * G + _cell_of(P[i, d], side)
+        out[i] = k
+    return out
+
+
+@numba.njit(cache=True)
+def _find(cells, key):
+    """Index of ``key`` in the sorted ``cells``, or −1."""
+    lo, hi = 0, cells.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cells[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < cells.shape[0] and cells[lo] == key:
+        return lo
+    return -1
+
+
+@numba.njit(cache=True)
+def _interp(tabs, dtabs, r, inv_h, q, want_grad):
+    """(K(q), K'(q)) of table row r by the 4-point cubic through the nodes around q (K' from its
+    own table of exact node derivatives; 0 unless ``want_grad``)."""
+    u = q * inv_h
+    i = int(u)
+    n = tabs.shape[1]
+    if i < 1:
+        i = 1
+    if i > n - 3:
+        i = n - 3
+    s = u - i
+    # Lagrange weights on the nodes i − 1, i, i + 1, i + 2 at s
+    sm1 = s - 1.0
+    sm2 = s - 2.0
+    sp1 = s + 1.0
+    a0 = -(s * sm1 * sm2) / 6.0
+    a1 = (sp1 * sm1 * sm2) / 2.0
+    a2 = -(sp1 * s * sm2) / 2.0
+    a3 = (sp1 * s * sm1) / 6.0
+    val = a0 * tabs[r, i - 1] + a1 * tabs[r, i] + a2 * tabs[r, i + 1] + a3 * tabs[r, i + 2]
+    der = 0.0
+    if want_grad:
+        der = a0 * dtabs[r, i - 1] + a1 * dtabs[r, i] + a2 * dtabs[r, i + 1] + a3 * dtabs[r, i + 2]
+    return val, der
+
+
+@numba.njit(cache=True)
+def _visit(x, P, w, idx, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, ex_j, ex_w,
+           acc, gacc, wsum, want_grad):
+    """Add every datum with qlo_s < q ≤ qhi_s (for some time s) to the sums of query x:
+    acc (S,) Σ w_j K_s(q_j), gacc (S, D) the gradient's Euclidean part Σ w_j K_s'(q_j)(−2 y_j),
+    wsum (S,) the weight kept."""
+    D = x.shape[0]
+    S = qlo.shape[0]
+    qmax = 0.0
+    for s in range(S):
+        if qhi[s] > qmax:
+            qmax = qhi[s]
+    r = math.sqrt(qmax)
+    lo = np.empty(D, np.int64)
+    hi = np.empty(D, np.int64)
+    for d in range(D):
+        lo[d] = max(_cell_of(x[d] - r, side), 0)
+        hi[d] = min(_cell_of(x[d] + r, side), G - 1)
+    cur = lo.copy()
+    while True:
+        key = 0
+        for d in range(D):
+            key = key * G + cur[d]
+        c = _find(cells, key)
+        if c >= 0:
+            for j in range(starts[c], starts[c + 1]):
+                q = 0.0
+                for d in range(D):
+                    e = x[d] - P[j, d]
+                    q += e * e
+                if q > qmax:
+                    continue
+                wj = w[j]
+                if idx[j] == ex_j:
+                    wj -= ex_w
+                if wj <= 0.0:
+                    continue
+                for s in range(S):
+                    if q <= qlo[s] or q > qhi[s]:
+                        continue
+                    k, dk = _interp(tabs, dtabs, s, inv_h[s], q, want_grad)
+                    acc[s] += wj * k
+                    wsum[s] += wj
+                    if want_grad:
+                        coef = -2.0 * wj * dk
+                        for d in range(D):
+                            gacc[s, d] += coef * P[j, d]
+        # next cell of the box (odometer)
+        d = D - 1
+        while d >= 0:
+            cur[d] += 1
+            if cur[d] <= hi[d]:
+                break
+            cur[d] = lo[d]
+            d -= 1
+        if d < 0:
+            break
+
+
+@numba.njit(cache=True)
+def _mixture(acc, logpi, c0):
+    """log Σ_s π_s e^{c0_s} acc_s (−inf when every acc_s is 0)."""
+    tot = -np.inf
+    for s in range(acc.shape[0]):
+        if acc[s] > 0.0:
+            v = logpi[s] + c0[s] + math.log(acc[s])
+            tot = max(tot, v) + math.log1p(math.exp(-abs(tot - v))) if tot > -np.inf else v
+    return tot
+
+
+@numba.njit(nogil=True, cache=True)
+def chord_sums(X, d1sq, P, w, idx, cells, starts, side, G, tabs, dtabs, inv_h, c0, qtop, taus,
+               logpi, ex_j, ex_w, log_eps, want_grad, out, grad, flag):
+    """Mixture log Σ_s π_s Σ_j w_j k_s(x_i, y_j) (out (n,)) and its Riemannian gradient
+    (grad (n, D)) for every query row of X (n, D); flag[i] = 1 where the table cannot certify
+    the truncation (module docstring). Table row s holds K_s(q) = k_s(q) e^{−c0_s} at nodes
+    q = k/inv_h_s (dtabs: K_s'). ``ex_j``/``ex_w`` (n,): the datum (unique index, −1 for none) whose weight is
+    reduced by ex_w for that query (leave-one-out)."""
+    n, D = X.shape
+    S = taus.shape[0]
+    log_share = log_eps - math.log(S)
+    zero = np.full(S, -1.0)
+    for i in range(n):
+        x = X[i]
+        acc = np.zeros(S)
+        gacc = np.zeros((S, D))
+        wsum = np.zeros(S)
+        q1 = np.empty(S)
+        beyond = np.zeros(S, np.bool_)
+        for s in range(S):
+            q1[s] = d1sq[i] + 4.0 * taus[s] * max(PASS1 + logpi[s], 2.0)
+            if d1sq[i] > qtop[s]:   # every datum beyond the table: bounded below, not summed
+                beyond[s] = True
+                q1[s] = -1.0
+            elif q1[s] > qtop[s]:
+                q1[s] = qtop[s]
+        _visit(x, P, w, idx, cells, starts, side, G, zero, q1, tabs, dtabs, inv_h, ex_j[i],
+               ex_w[i], acc, gacc, wsum, want_grad)
+        tot = _mixture(acc, logpi, c0)
+        bad = tot == -np.inf
+        for s in range(S):  # a time with all data beyond its table adds ≤ π_s k_s(qtop)
+            if beyond[s] and logpi[s] + c0[s] + math.log(tabs[s, tabs.shape[1] - 3]) > log_share + tot:
+                bad = True
+        if bad:
+            flag[i] = 1
+            continue
+        # each time's cut: the first node beyond q1 with π_s (1 − W_s) k_s(q) ≤ (ε/S) p
+        q2 = q1.copy()
+        extend = False
+        for s in range(S):
+            out_w = 1.0 - wsum[s]
+            if out_w <= 0.0 or beyond[s]:
+                continue
+            bound = math.exp(log_share + tot - logpi[s] - c0[s] - math.log(out_w))
+            lo = int(math.ceil(q1[s] * inv_h[s]))
+            hi = int(qtop[s] * inv_h[s])
+            if lo > hi or tabs[s, hi] > bound:
+                bad = True
+                break
+            if tabs[s, lo] > bound:  # K decreases: bisect for the first node ≤ bound
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if tabs[s, mid] > bound:
+                        lo = mid
+                    else:
+                        hi = mid
+                q2[s] = hi / inv_h[s]
+                extend = True
+        if bad:
+            flag[i] = 1
+            continue
+        if extend:
+            _visit(x, P, w, idx, cells, starts, side, G, q1, q2, tabs, dtabs, inv_h, ex_j[i],
+                   ex_w[i], acc, gacc, wsum, want_grad)
+            tot = _mixture(acc, logpi, c0)
+        out[i] = tot
+        if want_grad:
+            a = np.zeros(D)
+            for s in range(S):
+                if acc[s] > 0.0:
+                    f = math.exp(logpi[s] + c0[s] - tot)
+                    for d in range(D):
+                        a[d] += f * gacc[s, d]
+            xa = 0.0
+            for d in range(D):
+                xa += x[d] * a[d]
+            for d in range(D):
+                grad[i, d] = a[d] - xa * x[d]
+
+
+@numba.njit(nogil=True, cache=True)
+def nearest_sq(X, P, w, idx, cells, starts, side, G, ex_j, ex_w, max_rings, out):
+    """Squared chord from each query to its nearest datum with positive (reduced) weight, by
+    growing boxes of cells; −1 where none lies within ``max_rings`` rings (the caller's tree)."""
+    n, D = X.shape
+    for i in range(n):
+        x = X[i]
+        home = np.empty(D, np.int64)
+        for d in range(D):
+            home[d] = _cell_of(x[d], side)
+        best = np.inf
+        out[i] = -1.0
+        for ring in range(max_rings + 1):
+            lo = np.empty(D, np.int64)
+            hi = np.empty(D, np.int64)
+            for d in range(D):
+                lo[d] = max(home[d] - ring, 0)
+                hi[d] = min(home[d] + ring, G - 1)
+            cur = lo.copy()
+            while True:
+                on_shell = ring == 0
+                for d in range(D):
+                    if abs(cur[d] - home[d]) == ring:
+                        on_shell = True
+                if on_shell:
+                    key = 0
+                    for d in range(D):
+                        key = key * G + cur[d]
+                    c = _find(cells, key)
+                    if c >= 0:
+                        for j in range(starts[c], starts[c + 1]):
+                            wj = w[j] - ex_w[i] if idx[j] == ex_j[i] else w[j]
+                            if wj <= 0.0:
+                                continue
+                            q = 0.0
+                            for d in range(D):
+                                e = x[d] - P[j, d]
+                                q += e * e
+                            if q < best:
+                                best = q
+                d = D - 1
+                while d >= 0:
+                    cur[d] += 1
+                    if cur[d] <= hi[d]:
+                        break
+                    cur[d] = lo[d]
+                    d -= 1
+                if d < 0:
+                    break
+            # every point within ring·side of x lies in the box searched so far
+            if best <= (ring * side) ** 2:
+                out[i] = best
+                break
+
+
+class ChordGrid:
+    """The collapsed data sorted into cubes of side ``side`` (module docstring).
+
+    P (m, D) unique points by cell, w (m,) their summed weights, idx (m,) their unique index
+    (the row order of the caller's unique points), cells (K,) sorted occupied keys, starts (K+1,).
+    """
+
+    def __init__(self, U, wu, side):
+        self.side = float(side)
+        self.G = int(math.floor(2.0 / self.side)) + 2
+        keys = _keys(U, self.side, self.G)
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        self.P = np.ascontiguousarray(U[order])
+        self.w = np.ascontiguousarray(wu[order])
+        self.idx = order.astype(np.int64)
+        new = np.empty(keys.shape[0], bool)
+        new[:1] = True
+        new[1:] = keys[1:] != keys[:-1]
+        self.cells = keys[new]
+        self.starts = np.append(np.flatnonzero(new), keys.shape[0]).astype(np.int64)
+
+
+def run_blocks(fn, n, *, min_rows=256):
+    """Call ``fn(a, b)`` on consecutive row blocks [a, b) of n rows, on ``numba.config.
+    NUMBA_NUM_THREADS`` threads (the compiled loops release the GIL)."""
+    threads = max(1, int(numba.config.NUMBA_NUM_THREADS))
+    step = max(min_rows, -(-n // (4 * threads)))
+    blocks = [(a, min(n, a + step)) for a in range(0, n, step)]
+    if threads == 1 or len(blocks) == 1:
+        for a, b in blocks:
+            fn(a, b)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(fn, a, b) for a, b in blocks]:
+            f.result()
