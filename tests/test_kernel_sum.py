@@ -12,6 +12,7 @@ import torch
 
 from heatscore._errors import DegenerateDataWarning
 from heatscore.estimators import DiffusionKernelSmoother
+from heatscore.estimators import _chord_sums as chord
 from heatscore.estimators import _kernel_sum
 from heatscore.estimators._kernel_sum import KernelSum, collapse_duplicates
 from heatscore.manifolds import SO3, Euclidean, ProductManifold, Sphere, Torus
@@ -119,6 +120,48 @@ def test_duplicates_collapse_into_weights():
     ks = KernelSum(Sphere(2), Y, w)
     d = ks.nearest_other()
     assert d[0] == 0 and d[2] == 0 and d[1] > 0
+
+
+def test_distinct_rows_are_not_copied():
+    Y = _clustered_sphere(2, 300, 3)[:150]                   # no repeats among these
+    w = _weights(150, 4)
+    U, wu, inv = collapse_duplicates(Y, w)
+    assert U is Y and wu is w and inv is None
+
+
+def test_hash_collisions_still_compare_rows_exactly():
+    """Every hash equal (the worst collision): groups are still the exactly equal rows."""
+    flat = np.array([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [5.0, 6.0], [3.0, 4.0]])
+    h = np.zeros(5, np.uint64)
+    inverse, first = _kernel_sum._groups(flat, h, np.arange(5))
+    assert inverse.tolist() == [0, 1, 0, 2, 1] and first.tolist() == [0, 1, 3]
+
+
+def test_radix_order_is_a_stable_sort():
+    g = np.random.default_rng(0)
+    for dtype, digits, top in ((np.int32, 2, 2**31 - 1), (np.int64, 4, 2**62)):
+        keys = g.integers(0, top, 5000, dtype=np.int64).astype(dtype)
+        keys[::7] = keys[0]                                    # ties
+        got = chord._radix_order(keys, digits)
+        assert got.dtype == np.int32 and np.array_equal(got, np.argsort(keys, kind="stable"))
+
+
+def test_grid_of_offsets_gives_the_same_sums(monkeypatch):
+    """Above COPY_BYTES the grid holds uint32 offsets in the cells: the same sums to ~1e-9,
+    with distinct weights and with equal ones (then kept as one number)."""
+    m = Sphere(2)
+    Y = _clustered_sphere(2, 3000, 5)
+    X = _near(Y, 200, 7)
+    for w in (_weights(Y.shape[0], 6), torch.full((Y.shape[0],), 2.0, dtype=torch.float64)):
+        copied = KernelSum(m, Y, w).mixture_log_and_grad(X, [1e-4, 1e-3], [-0.5, -1.0], True)
+        with monkeypatch.context() as patch:
+            patch.setattr(chord, "COPY_BYTES", 0)
+            ks = KernelSum(m, Y, w)
+            got = ks.mixture_log_and_grad(X, [1e-4, 1e-3], [-0.5, -1.0], True)
+        grid = next(iter(ks._grids.values()))
+        assert not grid.copied and grid.O.dtype == np.uint32
+        assert torch.allclose(got[0], copied[0], rtol=0, atol=1e-9)
+        assert torch.allclose(got[1], copied[1], rtol=1e-8, atol=1e-9 * copied[1].abs().max())
 
 
 def test_far_queries_fall_back_to_exact_routes():

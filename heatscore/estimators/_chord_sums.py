@@ -45,6 +45,12 @@ TABLE_REACH = 160.0
 Q_END = (2 * math.sin(1.25)) ** 2
 #: Rings of cells the nearest-datum search grows through before leaving a query to the tree.
 NEAREST_RINGS = 6
+#: Largest float64 points + weights copy a grid makes into cell order; above it the grid holds
+#: each point as uint32 offsets in its cell (``ChordGrid``). Either way reads are contiguous
+#: (reading the caller's rows through the index is ~6× slower at 10^7 points: cache misses).
+COPY_BYTES = 2**26
+#: Offset units per cell side (a coordinate is cell corner + side · o / OFFSET_SCALE).
+OFFSET_SCALE = 2.0**32
 
 
 @numba.njit(cache=True)
@@ -53,16 +59,82 @@ def _cell_of(v, side):
 
 
 @numba.njit(cache=True)
-def _keys(P, side, G):
-    """(m,) int64 linear cell key of each row of P (m, D)."""
+def _point(P, O, copied, j, cur, side, y):
+    """Write slot j's point into y (D,): row j of P when ``copied``, else its cell's corner
+    (cell ``cur``) plus its uint32 offsets O[j] (error ≤ side · 2^−32 a coordinate)."""
+    for d in range(y.shape[0]):
+        if copied:
+            y[d] = P[j, d]
+        else:
+            y[d] = -1.0 + (cur[d] + O[j, d] / OFFSET_SCALE) * side
+
+
+@numba.njit(cache=True)
+def _offsets(U, idx, side):
+    """(m, D) uint32 offsets of the rows U[idx] in their cells (nearest unit, clamped)."""
+    m, D = U.shape
+    O = np.empty((m, D), np.uint32)
+    top = OFFSET_SCALE - 1.0
+    for j in range(m):
+        for d in range(D):
+            u = (U[idx[j], d] + 1.0) / side
+            o = math.floor((u - math.floor(u)) * OFFSET_SCALE + 0.5)
+            O[j, d] = np.uint32(min(max(o, 0.0), top))
+    return O
+
+
+@numba.njit(cache=True)
+def _keys(P, side, G, out):
+    """Linear cell key of each row of P (m, D) into ``out`` (m,) (int32 or int64)."""
     m, D = P.shape
-    out = np.empty(m, np.int64)
     for i in range(m):
         k = 0
         for d in range(D):
             k = k * G + _cell_of(P[i, d], side)
         out[i] = k
-    return out
+
+
+@numba.njit(cache=True)
+def _radix_order(keys, n_digits):
+    """(m,) int32 stable order of the non-negative ``keys`` by an LSD radix sort on 16-bit
+    digits (two int32 index arrays and a 65536-bin histogram: no int64 argsort)."""
+    m = keys.shape[0]
+    idx = np.arange(m).astype(np.int32)
+    tmp = np.empty(m, np.int32)
+    count = np.empty(65537, np.int64)
+    for p in range(n_digits):
+        shift = 16 * p
+        count[:] = 0
+        for i in range(m):
+            count[((keys[idx[i]] >> shift) & 0xFFFF) + 1] += 1
+        for b in range(65536):
+            count[b + 1] += count[b]
+        for i in range(m):
+            b = (keys[idx[i]] >> shift) & 0xFFFF
+            tmp[count[b]] = idx[i]
+            count[b] += 1
+        idx, tmp = tmp, idx
+    return idx
+
+
+@numba.njit(cache=True)
+def _runs(keys, idx):
+    """(sorted occupied keys (K,), starts (K + 1,)) of ``keys`` in the order ``idx``."""
+    m = idx.shape[0]
+    K = 0
+    for i in range(m):
+        if i == 0 or keys[idx[i]] != keys[idx[i - 1]]:
+            K += 1
+    cells = np.empty(K, np.int64)
+    starts = np.empty(K + 1, np.int64)
+    c = 0
+    for i in range(m):
+        if i == 0 or keys[idx[i]] != keys[idx[i - 1]]:
+            cells[c] = keys[idx[i]]
+            starts[c] = i
+            c += 1
+    starts[K] = m
+    return cells, starts
 
 
 @numba.njit(cache=True)
@@ -108,17 +180,23 @@ def _interp(tabs, dtabs, r, inv_h, q, want_grad):
 
 
 @numba.njit(cache=True)
-def _visit(x, P, w, idx, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, ex_j, ex_w,
-           acc, gacc, wsum, want_grad):
+def _visit(x, P, O, w, idx, copied, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, ex_j,
+           ex_w, acc, gacc, wsum, want_grad):
     """Add every datum with qlo_s < q ≤ qhi_s (for some time s) to the sums of query x:
     acc (S,) Σ w_j K_s(q_j), gacc (S, D) the gradient's Euclidean part Σ w_j K_s'(q_j)(−2 y_j),
-    wsum (S,) the weight kept."""
+    wsum (S,) the weight kept. Slot j's point: ``_point``; its weight w[j] (w[0] for all when
+    w has one entry)."""
     D = x.shape[0]
+    y = np.empty(D)
+    uniform = w.shape[0] == 1
     S = qlo.shape[0]
     qmax = 0.0
+    qmin = np.inf
     for s in range(S):
         if qhi[s] > qmax:
             qmax = qhi[s]
+        if qlo[s] < qmin:
+            qmin = qlo[s]
     r = math.sqrt(qmax)
     lo = np.empty(D, np.int64)
     hi = np.empty(D, np.int64)
@@ -127,19 +205,34 @@ def _visit(x, P, w, idx, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, e
         hi[d] = min(_cell_of(x[d] + r, side), G - 1)
     cur = lo.copy()
     while True:
-        key = 0
+        # the cell's nearest and farthest squared distances from x: skip a cell beyond the
+        # largest cut, or one inside every time's inner cut (all its data summed already)
+        near = 0.0
+        far = 0.0
         for d in range(D):
-            key = key * G + cur[d]
-        c = _find(cells, key)
+            a = -1.0 + cur[d] * side - x[d]
+            b = a + side
+            if a > 0.0:
+                near += a * a
+            elif b < 0.0:
+                near += b * b
+            far += max(a * a, b * b)
+        c = -1
+        if near <= qmax and far > qmin:
+            key = 0
+            for d in range(D):
+                key = key * G + cur[d]
+            c = _find(cells, key)
         if c >= 0:
             for j in range(starts[c], starts[c + 1]):
+                _point(P, O, copied, j, cur, side, y)
                 q = 0.0
                 for d in range(D):
-                    e = x[d] - P[j, d]
+                    e = x[d] - y[d]
                     q += e * e
                 if q > qmax:
                     continue
-                wj = w[j]
+                wj = w[0] if uniform else w[j]
                 if idx[j] == ex_j:
                     wj -= ex_w
                 if wj <= 0.0:
@@ -153,7 +246,7 @@ def _visit(x, P, w, idx, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, e
                     if want_grad:
                         coef = -2.0 * wj * dk
                         for d in range(D):
-                            gacc[s, d] += coef * P[j, d]
+                            gacc[s, d] += coef * y[d]
         # next cell of the box (odometer)
         d = D - 1
         while d >= 0:
@@ -178,8 +271,8 @@ def _mixture(acc, logpi, c0):
 
 
 @numba.njit(nogil=True, cache=True)
-def chord_sums(X, d1sq, P, w, idx, cells, starts, side, G, tabs, dtabs, inv_h, c0, qtop, taus,
-               logpi, ex_j, ex_w, log_eps, want_grad, out, grad, flag):
+def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, tabs, dtabs, inv_h, c0, qtop,
+               taus, logpi, ex_j, ex_w, log_eps, want_grad, out, grad, flag):
     """Mixture log Σ_s π_s Σ_j w_j k_s(x_i, y_j) (out (n,)) and its Riemannian gradient
     (grad (n, D)) for every query row of X (n, D); flag[i] = 1 where the table cannot certify
     the truncation (module docstring). Table row s holds K_s(q) = k_s(q) e^{−c0_s} at nodes
@@ -203,8 +296,8 @@ def chord_sums(X, d1sq, P, w, idx, cells, starts, side, G, tabs, dtabs, inv_h, c
                 q1[s] = -1.0
             elif q1[s] > qtop[s]:
                 q1[s] = qtop[s]
-        _visit(x, P, w, idx, cells, starts, side, G, zero, q1, tabs, dtabs, inv_h, ex_j[i],
-               ex_w[i], acc, gacc, wsum, want_grad)
+        _visit(x, P, O, w, idx, copied, cells, starts, side, G, zero, q1, tabs, dtabs, inv_h,
+               ex_j[i], ex_w[i], acc, gacc, wsum, want_grad)
         tot = _mixture(acc, logpi, c0)
         bad = tot == -np.inf
         for s in range(S):  # a time with all data beyond its table adds ≤ π_s k_s(qtop)
@@ -239,8 +332,8 @@ def chord_sums(X, d1sq, P, w, idx, cells, starts, side, G, tabs, dtabs, inv_h, c
             flag[i] = 1
             continue
         if extend:
-            _visit(x, P, w, idx, cells, starts, side, G, q1, q2, tabs, dtabs, inv_h, ex_j[i],
-                   ex_w[i], acc, gacc, wsum, want_grad)
+            _visit(x, P, O, w, idx, copied, cells, starts, side, G, q1, q2, tabs, dtabs, inv_h,
+                   ex_j[i], ex_w[i], acc, gacc, wsum, want_grad)
             tot = _mixture(acc, logpi, c0)
         out[i] = tot
         if want_grad:
@@ -258,10 +351,12 @@ def chord_sums(X, d1sq, P, w, idx, cells, starts, side, G, tabs, dtabs, inv_h, c
 
 
 @numba.njit(nogil=True, cache=True)
-def nearest_sq(X, P, w, idx, cells, starts, side, G, ex_j, ex_w, max_rings, out):
+def nearest_sq(X, P, O, w, idx, copied, cells, starts, side, G, ex_j, ex_w, max_rings, out):
     """Squared chord from each query to its nearest datum with positive (reduced) weight, by
     growing boxes of cells; −1 where none lies within ``max_rings`` rings (the caller's tree)."""
     n, D = X.shape
+    y = np.empty(D)
+    uniform = w.shape[0] == 1
     for i in range(n):
         x = X[i]
         home = np.empty(D, np.int64)
@@ -288,12 +383,15 @@ def nearest_sq(X, P, w, idx, cells, starts, side, G, ex_j, ex_w, max_rings, out)
                     c = _find(cells, key)
                     if c >= 0:
                         for j in range(starts[c], starts[c + 1]):
-                            wj = w[j] - ex_w[i] if idx[j] == ex_j[i] else w[j]
+                            wj = w[0] if uniform else w[j]
+                            if idx[j] == ex_j[i]:
+                                wj -= ex_w[i]
                             if wj <= 0.0:
                                 continue
+                            _point(P, O, copied, j, cur, side, y)
                             q = 0.0
                             for d in range(D):
-                                e = x[d] - P[j, d]
+                                e = x[d] - y[d]
                                 q += e * e
                             if q < best:
                                 best = q
@@ -315,24 +413,38 @@ def nearest_sq(X, P, w, idx, cells, starts, side, G, ex_j, ex_w, max_rings, out)
 class ChordGrid:
     """The collapsed data sorted into cubes of side ``side`` (module docstring).
 
-    P (m, D) unique points by cell, w (m,) their summed weights, idx (m,) their unique index
-    (the row order of the caller's unique points), cells (K,) sorted occupied keys, starts (K+1,).
+    idx (m,) int32: the unique index (row of the caller's U, wu) of each slot, slots ordered by
+    cell; cells (K,) sorted occupied keys, starts (K + 1,) each cell's first slot. The points in
+    slot order: P (m, D) float64 when points and weights fit in ``COPY_BYTES`` (``copied``),
+    else O (m, D) uint32 offsets in their cells (4 bytes a coordinate; a point moves by at most
+    side · 2^−32, a relative change ≲ 1e-8 in any kernel term at the cuts used). w: the weights
+    in slot order, or one entry when all are equal. The side is enlarged where needed to keep
+    G^D < 2^62.
     """
 
     def __init__(self, U, wu, side):
-        self.side = float(side)
+        m, D = U.shape
+        self.side = max(float(side), 2.0 / (2.0 ** (62.0 / D) - 3.0))
         self.G = int(math.floor(2.0 / self.side)) + 2
-        keys = _keys(U, self.side, self.G)
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        self.P = np.ascontiguousarray(U[order])
-        self.w = np.ascontiguousarray(wu[order])
-        self.idx = order.astype(np.int64)
-        new = np.empty(keys.shape[0], bool)
-        new[:1] = True
-        new[1:] = keys[1:] != keys[:-1]
-        self.cells = keys[new]
-        self.starts = np.append(np.flatnonzero(new), keys.shape[0]).astype(np.int64)
+        wide = self.G ** D >= 2**31
+        keys = np.empty(m, np.int64 if wide else np.int32)
+        _keys(U, self.side, self.G, keys)
+        self.idx = _radix_order(keys, 4 if wide else 2)
+        self.cells, self.starts = _runs(keys, self.idx)
+        del keys
+        self.copied = U.nbytes + wu.nbytes <= COPY_BYTES
+        empty = np.empty((0, D))
+        if self.copied:
+            self.P, self.O = np.ascontiguousarray(U[self.idx]), empty.astype(np.uint32)
+        else:
+            self.P, self.O = empty, _offsets(U, self.idx, self.side)
+        uniform = m > 0 and wu.min() == wu.max()
+        self.w = wu[:1].copy() if uniform else np.ascontiguousarray(wu[self.idx])
+
+    def args(self):
+        """The grid's arguments of ``chord_sums`` and ``nearest_sq``, in their order."""
+        return (self.P, self.O, self.w, self.idx, self.copied, self.cells, self.starts, self.side,
+                self.G)
 
 
 def run_blocks(fn, n, *, min_rows=256):

@@ -24,6 +24,7 @@ const, the radius r² = d_1² + 4τ (log(1/eps) − log w_min + log M) bounds th
 import math
 from collections import OrderedDict
 
+import numba
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -35,31 +36,82 @@ _DENSE_PAIRS = 20_000
 #: Most (query, datum) pairs held at once by the dense and neighbour routes (each pair costs a
 #: few hundred bytes of intermediates with gradients: ~100 MB).
 PAIR_BUDGET = 2**19
-#: Cell grids kept (one per cell side; each holds a sorted copy of the unique data).
-MAX_GRIDS = 2
+#: Cell grids kept (one per cell side; each holds 4 to 36 bytes a point, ``ChordGrid``).
+MAX_GRIDS = 1
+#: Grid cell side² as a share of the pass-1 cut q1 (finer cells prune more but cost more
+#: visits; 4, 16 and 64 measured at 10^6 and 10^7 points: 4 is fastest or within 7%).
+SIDE_DIV = 4.0
+
+
+@numba.njit(cache=True)
+def _row_hashes(bits):
+    """(n,) uint64 hash of each row of the bit patterns ``bits`` (n, k) (FNV-1a over the words,
+    splitmix64's finaliser)."""
+    n, k = bits.shape
+    out = np.empty(n, np.uint64)
+    for i in range(n):
+        h = np.uint64(14695981039346656037)
+        for c in range(k):
+            h = (h ^ np.uint64(bits[i, c])) * np.uint64(1099511628211)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+        out[i] = h
+    return out
+
+
+@numba.njit(cache=True)
+def _groups(flat, h, order):
+    """(inverse (n,) int64, first row of each group (m,)) of the rows of ``flat`` (n, k) taken
+    in the hash order ``order``: a row joins an earlier group of its run of equal hashes whose
+    first row equals it exactly, else opens a group (a hash collision costs nothing but time)."""
+    n, k = flat.shape
+    inverse = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    m = 0
+    run_start = 0
+    for a in range(n):
+        i = order[a]
+        if a == 0 or h[i] != h[order[a - 1]]:
+            run_start = m
+        g = -1
+        for c in range(run_start, m):
+            same = True
+            for d in range(k):
+                if flat[i, d] != flat[first[c], d]:
+                    same = False
+                    break
+            if same:
+                g = c
+                break
+        if g < 0:
+            first[m] = i
+            g = m
+            m += 1
+        inverse[i] = g
+    return inverse, first[:m]
 
 
 def collapse_duplicates(Y, w):
-    """(unique rows (m, *pt), summed weights (m,), inverse (n,) int64 with Y = unique[inverse]).
+    """(unique rows (m, *pt), summed weights (m,), inverse (n,) int64 with Y = unique[inverse],
+    or None when every row is distinct: then Y and w themselves are returned, not copied).
 
-    Rows are compared exactly (lexicographic sort of the flattened rows); the unique rows keep
-    that sorted order."""
-    flat = Y.detach().cpu().numpy().reshape(Y.shape[0], -1)
-    n = flat.shape[0]
-    order = np.lexsort(flat.T[::-1])
-    sorted_rows = flat[order]
-    new = np.empty(n, dtype=bool)
-    new[:1] = True
-    new[1:] = (sorted_rows[1:] != sorted_rows[:-1]).any(axis=1)
-    group = np.cumsum(new) - 1
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = group
-    if bool(new.all()):  # no duplicates: keep the caller's rows and weights as they are
-        return Y, w, np.arange(n, dtype=np.int64)
-    wn = w.detach().cpu().numpy()
-    wu = np.bincount(group, weights=wn[order], minlength=int(group[-1]) + 1)
-    U = torch.as_tensor(np.ascontiguousarray(sorted_rows[new]), device=Y.device).reshape(
-        (-1,) + tuple(Y.shape[1:])).to(Y.dtype)
+    Rows are compared exactly (by value, after a hash of their bit patterns narrows the
+    candidates: 8 bytes a row when there are no duplicates); the unique rows come in hash order."""
+    n = Y.shape[0]
+    flat = Y.detach().cpu().numpy().reshape(n, -1)
+    if not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat)
+    words = {8: np.uint64, 4: np.uint32, 2: np.uint16}[flat.dtype.itemsize]
+    h = _row_hashes(flat.view(words))
+    h.sort()
+    if n < 2 or not bool((h[1:] == h[:-1]).any()):
+        return Y, w, None               # distinct hashes: distinct rows
+    h = _row_hashes(flat.view(words))   # again, in row order (cheaper than a second array)
+    inverse, first = _groups(flat, h, np.argsort(h, kind="stable"))
+    del h
+    wu = np.bincount(inverse, weights=w.detach().cpu().numpy(), minlength=first.shape[0])
+    U = Y[torch.as_tensor(first, device=Y.device)]
     return U, torch.as_tensor(wu, dtype=w.dtype, device=w.device), inverse
 
 
@@ -142,7 +194,8 @@ class KernelSum:
     eps : relative error allowed to the truncated routes (see the module docstring).
 
     Attributes: ``unique`` (m, *pt) the distinct rows, ``unique_weight`` (m,), ``inverse`` (n,)
-    numpy int64 (row i of Y is ``unique[inverse[i]]``).
+    numpy int64 (row i of Y is ``unique[inverse[i]]``), or None when every row is distinct
+    (then ``unique`` is Y).
     """
 
     #: Whether the compiled route may serve this sum (a subclass with its own radius rule sets
@@ -156,7 +209,7 @@ class KernelSum:
         self.eps = eps
         self.backend = manifold._heat_backend()
         self.unique, self.unique_weight, self.inverse = collapse_duplicates(Y, w)
-        self.log_w = torch.log(self.unique_weight)
+        self._log_w = None
         self._index = None
         self._grids = OrderedDict()
         self._tables = OrderedDict()
@@ -173,13 +226,21 @@ class KernelSum:
         return self._index
 
     @property
+    def log_w(self):
+        """(m,) log of the unique weights (made on the exact routes' first use)."""
+        if self._log_w is None:
+            self._log_w = torch.log(self.unique_weight)
+        return self._log_w
+
+    @property
     def n_unique(self):
         return self.unique.shape[0]
 
     def _exclusion(self, exclude_rows):
         """(unique index (n,), weight removed (n,)) numpy arrays of leave-one-out rows."""
         rows = exclude_rows.cpu().numpy()
-        return self.inverse[rows], self.w.detach().cpu().numpy()[rows]
+        own = rows if self.inverse is None else self.inverse[rows]
+        return own.astype(np.int64), self.w.detach().cpu().numpy()[rows]
 
     # --- one time τ -----------------------------------------------------------------------
     def radius(self, d1, tau):
@@ -340,32 +401,39 @@ class KernelSum:
         inv_h = np.array([t[2] for t in tabs])
         c0 = np.array([t[3] for t in tabs])
         qtop = np.array([t[4] for t in tabs])
-        ex_j = np.full(n, -1, np.int64) if ex is None else np.ascontiguousarray(ex[0], np.int64)
-        ex_w = np.zeros(n) if ex is None else np.ascontiguousarray(ex[1], np.float64)
         Xn = np.ascontiguousarray(X.detach().cpu().numpy().reshape(n, D), dtype=np.float64)
+        # one grid, its cells about half the largest pass-1 radius or the data's mean spacing
+        # (vol/m)^{1/d}, whichever is larger
+        p1 = 4 * float(taus_np.max()) * chord.PASS1
+        spacing = (self.manifold.volume / self.n_unique) ** (1.0 / self.manifold.dim)
+        grid = self._grid(_side(max(p1 / SIDE_DIV, spacing**2)))
+        # queries in cell order: neighbouring queries visit the same data while it is in cache
+        keys = np.empty(n, np.int64)
+        chord._keys(Xn, grid.side, grid.G, keys)
+        order = np.argsort(keys, kind="stable")
+        Xn = Xn[order]
+        ex_j = np.full(n, -1, np.int64) if ex is None else np.ascontiguousarray(ex[0][order], np.int64)
+        ex_w = np.zeros(n) if ex is None else np.ascontiguousarray(ex[1][order], np.float64)
         out = np.full(n, -np.inf)
         grad = np.zeros((n, D)) if want_grad else np.zeros((1, D))
         flag = np.zeros(n, np.int8)
-        # nearest data on a grid of the largest pass-1 radius or the data's mean spacing
-        # (vol/m)^{1/d}; then cells about the median cut radius of the largest time (fewer
-        # cells beat fewer points)
-        p1 = 4 * float(taus_np.max()) * chord.PASS1
-        spacing = (self.manifold.volume / self.n_unique) ** (1.0 / self.manifold.dim)
-        d1sq = self._nearest_sq(Xn, self._grid(_side(max(p1, spacing**2))), ex_j, ex_w)
+        d1sq = self._nearest_sq(Xn, grid, ex_j, ex_w)
         far = d1sq < 0
         flag[far] = 1
         d1sq[far] = np.inf
-        near = d1sq[~far]
-        grid = self._grid(_side(p1 + (float(np.median(near)) if near.size else 0.0)))
         log_pis = np.asarray(log_pis, dtype=np.float64)
 
         def block(a, b):
-            chord.chord_sums(Xn[a:b], d1sq[a:b], grid.P, grid.w, grid.idx, grid.cells,
-                             grid.starts, grid.side, grid.G, T, dT, inv_h, c0, qtop, taus_np, log_pis,
-                             ex_j[a:b], ex_w[a:b], math.log(self.eps), want_grad, out[a:b],
-                             grad[a:b] if want_grad else grad, flag[a:b])
+            chord.chord_sums(Xn[a:b], d1sq[a:b], *grid.args(), T, dT, inv_h, c0, qtop, taus_np,
+                             log_pis, ex_j[a:b], ex_w[a:b], math.log(self.eps), want_grad,
+                             out[a:b], grad[a:b] if want_grad else grad, flag[a:b])
 
         chord.run_blocks(block, n)
+        back = np.empty(n, np.int64)
+        back[order] = np.arange(n)
+        out, flag = out[back], flag[back]
+        if want_grad:
+            grad = grad[back]
         out_t = torch.as_tensor(out, dtype=X.dtype, device=X.device)
         grad_t = (torch.as_tensor(grad, dtype=X.dtype, device=X.device).reshape(
             (n,) + tuple(self.manifold.ambient_shape)) if want_grad else None)
@@ -376,13 +444,17 @@ class KernelSum:
         −1 where it is farther than ``chord.NEAREST_RINGS`` cells."""
         out = np.empty(Xn.shape[0])
         chord.run_blocks(lambda a, b: chord.nearest_sq(
-            Xn[a:b], grid.P, grid.w, grid.idx, grid.cells, grid.starts, grid.side, grid.G,
-            ex_j[a:b], ex_w[a:b], chord.NEAREST_RINGS, out[a:b]), Xn.shape[0])
+            Xn[a:b], *grid.args(), ex_j[a:b], ex_w[a:b], chord.NEAREST_RINGS, out[a:b]),
+            Xn.shape[0])
         return out
 
     def nearest_other(self):
         """(n,) kernel distance from each data row to the nearest other row (0 for a repeated
         row): the nearest-neighbour distances that time selection scales by."""
+        if self.inverse is None and self.n_unique > 1:
+            return self.index.nearest(self.unique, 0.0, k=2)[0][:, 1]
+        if self.inverse is None:
+            return np.zeros(self.n_unique)
         mult = np.bincount(self.inverse, minlength=self.n_unique)
         d_unique = np.zeros(self.n_unique)
         single = mult == 1
