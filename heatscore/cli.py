@@ -1,6 +1,6 @@
 """The ``heatscore`` command: from a CSV of points to a model, samples, likelihoods and pictures.
 
-    heatscore fit DATA --manifold sphere|sphere:D|torus|so3|mesh:PATH [--time auto|multiscale|T]
+    heatscore fit DATA --manifold sphere|sphere:D|torus|so3|mesh:PATH [--time auto|multiscale|adaptive|T]
                   [--columns A,B] [--angles deg|rad] -o MODEL
     heatscore sample MODEL -n N [--sampler exact|reverse|ode] [--steps K] -o OUT
     heatscore evaluate MODEL DATA [--per-point OUT]
@@ -78,10 +78,10 @@ def _columns(text):
 
 
 def _time_option(text):
-    if text in ("auto", "multiscale"):
+    if text in ("auto", "multiscale", "adaptive"):
         return text
     return _parsed(text, float, lambda v: math.isfinite(v) and v > 0,
-                   "auto, multiscale or a positive number")
+                   "auto, multiscale, adaptive or a positive number")
 
 
 def _size(text):
@@ -388,9 +388,11 @@ def _build_parser():
                          "pickle).", epilog=DATA_HELP)
     fit.add_argument("data", metavar="DATA", help="CSV of points")
     fit.add_argument("--manifold", required=True, metavar="sphere|sphere:D|torus|so3|mesh:PATH")
-    fit.add_argument("--time", type=_time_option, default="auto", metavar="auto|multiscale|T",
+    fit.add_argument("--time", type=_time_option, default="auto",
+                     metavar="auto|multiscale|adaptive|T",
                      help="diffusion time: chosen by leave-one-out likelihood (auto), a mixture of "
-                          "times (multiscale) or a fixed positive number (default auto); on a "
+                          "times (multiscale), a time per point (adaptive; not on a mesh) or a "
+                          "fixed positive number (default auto); on a "
                           "mesh, times are in mesh units²")
     fit.add_argument("--t-min", type=_positive_float, default=None, metavar="T",
                      help="smallest diffusion time searched (default 2e-8/lambda_1; mesh units² "

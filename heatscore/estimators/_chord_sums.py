@@ -17,7 +17,7 @@ Euclidean one: ∇_x k = −2 K'(q) e^{c0} (y − (x·y) x).
 Truncation, per query and per time s of a mixture Σ_s π_s Σ_j w_j k_s. Pass 1 keeps the data with
 q ≤ q1_s = d_1² + 4τ_s·max(``PASS1`` + log π_s, 2), d_1 the chord to the nearest datum, giving the kept sum S_s and
 kept weight W_s. Since k_s decreases in q, the dropped part of time s beyond a cut q_s is at most
-(1 − W_s) k_s(q_s); pass 2 extends each cut to the first table node with
+(V_s − W_s) k_s(q_s), V_s the weight time s holds (1, or its points' total with per-point times); pass 2 extends each cut to the first table node with
 π_s (1 − W_s) k_s(q_s) ≤ (ε/S) Σ_r π_r S_r, so that the whole dropped mass is ≤ ε times the
 kept mixture. A time whose table ends before the nearest datum (a time far below the data's
 spacing, as the smallest of a multiscale mixture) adds at most π_s k_s(q_end) and is dropped where
@@ -180,15 +180,28 @@ def _interp(tabs, dtabs, r, inv_h, q, want_grad):
 
 
 @numba.njit(cache=True)
-def _visit(x, P, O, w, idx, copied, cells, starts, side, G, qlo, qhi, tabs, dtabs, inv_h, ex_j,
-           ex_w, acc, gacc, wsum, want_grad):
+def _add(tabs, dtabs, inv_h, s, q, wj, y, acc, gacc, wsum, want_grad):
+    """Add a datum at y (weight wj, squared chord q) to time s's sums."""
+    k, dk = _interp(tabs, dtabs, s, inv_h[s], q, want_grad)
+    acc[s] += wj * k
+    wsum[s] += wj
+    if want_grad:
+        coef = -2.0 * wj * dk
+        for d in range(y.shape[0]):
+            gacc[s, d] += coef * y[d]
+
+
+@numba.njit(cache=True)
+def _visit(x, P, O, w, idx, copied, cells, starts, side, G, cls, qlo, qhi, tabs, dtabs, inv_h,
+           ex_j, ex_w, acc, gacc, wsum, want_grad):
     """Add every datum with qlo_s < q ≤ qhi_s (for some time s) to the sums of query x:
     acc (S,) Σ w_j K_s(q_j), gacc (S, D) the gradient's Euclidean part Σ w_j K_s'(q_j)(−2 y_j),
     wsum (S,) the weight kept. Slot j's point: ``_point``; its weight w[j] (w[0] for all when
-    w has one entry)."""
+    w has one entry); its times: every s, or only s = cls[j] when ``cls`` is not empty."""
     D = x.shape[0]
     y = np.empty(D)
     uniform = w.shape[0] == 1
+    by_class = cls.shape[0] > 0
     S = qlo.shape[0]
     qmax = 0.0
     qmin = np.inf
@@ -237,16 +250,14 @@ def _visit(x, P, O, w, idx, copied, cells, starts, side, G, qlo, qhi, tabs, dtab
                     wj -= ex_w
                 if wj <= 0.0:
                     continue
+                if by_class:
+                    s = cls[j]
+                    if qlo[s] < q <= qhi[s]:
+                        _add(tabs, dtabs, inv_h, s, q, wj, y, acc, gacc, wsum, want_grad)
+                    continue
                 for s in range(S):
-                    if q <= qlo[s] or q > qhi[s]:
-                        continue
-                    k, dk = _interp(tabs, dtabs, s, inv_h[s], q, want_grad)
-                    acc[s] += wj * k
-                    wsum[s] += wj
-                    if want_grad:
-                        coef = -2.0 * wj * dk
-                        for d in range(D):
-                            gacc[s, d] += coef * y[d]
+                    if qlo[s] < q <= qhi[s]:
+                        _add(tabs, dtabs, inv_h, s, q, wj, y, acc, gacc, wsum, want_grad)
         # next cell of the box (odometer)
         d = D - 1
         while d >= 0:
@@ -271,13 +282,15 @@ def _mixture(acc, logpi, c0):
 
 
 @numba.njit(nogil=True, cache=True)
-def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, tabs, dtabs, inv_h, c0, qtop,
-               taus, logpi, ex_j, ex_w, log_eps, want_grad, out, grad, flag):
+def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, cls, wtot, tabs, dtabs,
+               inv_h, c0, qtop, taus, logpi, ex_j, ex_w, log_eps, want_grad, out, grad, flag):
     """Mixture log Σ_s π_s Σ_j w_j k_s(x_i, y_j) (out (n,)) and its Riemannian gradient
     (grad (n, D)) for every query row of X (n, D); flag[i] = 1 where the table cannot certify
     the truncation (module docstring). Table row s holds K_s(q) = k_s(q) e^{−c0_s} at nodes
     q = k/inv_h_s (dtabs: K_s'). ``ex_j``/``ex_w`` (n,): the datum (unique index, −1 for none) whose weight is
-    reduced by ex_w for that query (leave-one-out)."""
+    reduced by ex_w for that query (leave-one-out). With ``cls`` (slot order, not empty) slot j
+    enters time cls[j] only, and time s holds the weight wtot[s] (else every time holds all the
+    data, weight wtot[s] = 1): the sum is then log Σ_j π_{c_j} w_j k_{c_j}(x, y_j)."""
     n, D = X.shape
     S = taus.shape[0]
     log_share = log_eps - math.log(S)
@@ -296,7 +309,7 @@ def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, tabs, dtab
                 q1[s] = -1.0
             elif q1[s] > qtop[s]:
                 q1[s] = qtop[s]
-        _visit(x, P, O, w, idx, copied, cells, starts, side, G, zero, q1, tabs, dtabs, inv_h,
+        _visit(x, P, O, w, idx, copied, cells, starts, side, G, cls, zero, q1, tabs, dtabs, inv_h,
                ex_j[i], ex_w[i], acc, gacc, wsum, want_grad)
         tot = _mixture(acc, logpi, c0)
         bad = tot == -np.inf
@@ -310,7 +323,7 @@ def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, tabs, dtab
         q2 = q1.copy()
         extend = False
         for s in range(S):
-            out_w = 1.0 - wsum[s]
+            out_w = wtot[s] - wsum[s]
             if out_w <= 0.0 or beyond[s]:
                 continue
             bound = math.exp(log_share + tot - logpi[s] - c0[s] - math.log(out_w))
@@ -332,7 +345,7 @@ def chord_sums(X, d1sq, P, O, w, idx, copied, cells, starts, side, G, tabs, dtab
             flag[i] = 1
             continue
         if extend:
-            _visit(x, P, O, w, idx, copied, cells, starts, side, G, q1, q2, tabs, dtabs, inv_h,
+            _visit(x, P, O, w, idx, copied, cells, starts, side, G, cls, q1, q2, tabs, dtabs, inv_h,
                    ex_j[i], ex_w[i], acc, gacc, wsum, want_grad)
             tot = _mixture(acc, logpi, c0)
         out[i] = tot

@@ -6,7 +6,8 @@ The fitted (t = 0) density is the data diffused for the fitted time t*:
 
 and the forward marginal at time t ≥ 0 is p̂ diffused for t* + t (semigroup property), so
 ``log_density(X, t)`` and ``grad_log_density(X, t)`` are exact for every t. ``time="multiscale"``
-mixes several times: p̂ = Σ_s π_s Σ_i w_i k_{t_s}(·, x_i).
+mixes several times: p̂ = Σ_s π_s Σ_i w_i k_{t_s}(·, x_i). ``time="adaptive"`` gives each datum
+its own time: p̂ = Σ_i w_i k_{t_i}(·, x_i), whose forward marginals are Σ_i w_i k_{t_i + t}.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ SHRUNK_STEPS = 200
 LOO_MAX_ROWS = 2000
 #: A time search that takes longer than this (seconds) shows a progress bar on a terminal.
 PROGRESS_DELAY = 2.0
+#: Adaptive times: t_i = t_pilot · RHO^{k_i} on this lattice (bandwidths within ±9% of the
+#: unrounded rule), k_i = k_0 + round(−α log_RHO(p̃(x_i)/g)); the exponents α tried (0 is the
+#: pilot's single time); the scan of k_0 stops three lattice steps past the best.
+RHO = 2.0**0.5
+ALPHAS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25)
 
 
 def _is_dask_array(x):
@@ -63,7 +69,7 @@ class DiffusionKernelSmoother(BaseEstimator):
     Parameters
     ----------
     manifold : a heatscore manifold (Sphere(2), Torus(d), SO3(), Euclidean(d), TriangleMesh).
-    time : float, ``"auto"`` or ``"multiscale"``. A float fixes t*. ``"auto"`` maximises the
+    time : float, ``"auto"``, ``"multiscale"`` or ``"adaptive"``. A float fixes t*. ``"auto"`` maximises the
         leave-one-out log-likelihood over a geometric grid from max(t_min, median(d_nn²)/200)
         (t_min itself when the data hold exact duplicates) towards 1/λ_1 (d_nn: nearest-neighbour
         distances; the search stops three grid points past the best), refined by golden-section
@@ -71,7 +77,11 @@ class DiffusionKernelSmoother(BaseEstimator):
         subset of them. ``"multiscale"`` mixes the grid times searched (no refinement) with the
         weights that maximise the leave-one-out likelihood of the mixture (EM; the objective is
         concave in the weights); times whose weight falls below 1e-8 are dropped.
-    t_min : smallest diffusion time considered; None: 2e-8/λ_1 (1e-8 on the unit sphere).
+        ``"adaptive"``: a time per datum by Abramson's rule from a pilot, t_i = t_0 (p̃(x_i)/g)^{−α}
+        with p̃ the "auto" fit at the data, g its weighted geometric mean, t_i rounded to the
+        lattice t_pilot · RHO^k and clipped to [t_min, 1/λ_1]; α ∈ {0} ∪ ``ALPHAS`` and t_0 on the
+        lattice maximise the leave-one-out likelihood (the same subset of rows as "auto").
+        Equal rows share a time. Not on meshes, dask arrays or with shrinkage.    t_min : smallest diffusion time considered; None: 2e-8/λ_1 (1e-8 on the unit sphere).
     route : ``"auto"``, ``"spectral"``, ``"neighbors"`` or ``"dense"`` (evaluation route; all agree
         to ``RTOL``; ``"auto"`` picks the cheapest certified one per call).
     shrinkage : bool. Positive-part James–Stein shrinkage of the spectral coefficients (compact
@@ -85,7 +95,10 @@ class DiffusionKernelSmoother(BaseEstimator):
 
     Fitted attributes: ``X_`` (n, *pt), ``sample_weight_`` (n,) normalised, ``times_`` (S,),
     ``weights_`` (S,) mixture weights, ``time_`` (t* for a single time), ``t_min_``,
-    ``loo_log_likelihood_`` (mean LOO log-likelihood per grid time, for "auto"), ``grid_``.
+    ``loo_log_likelihood_`` (mean LOO log-likelihood per grid time, for "auto"), ``grid_``;
+    "adaptive": ``point_times_`` (n,) each datum's time t_i, ``times_`` its distinct values and
+    ``weights_`` their total sample weights, ``pilot_time_``, ``alpha_``,
+    ``adaptive_log_likelihood_`` (the chosen rule's mean LOO log-likelihood).
 
     Dask (``heatscore[dask]``): ``fit`` takes a dask array (``X_`` and ``sample_weight_`` then stay
     dask arrays on the cluster; see ``heatscore.estimators._dask`` for what is held where), the
@@ -94,7 +107,7 @@ class DiffusionKernelSmoother(BaseEstimator):
     """
 
     _private_state = ("_ksum", "_spec", "_mesh_density", "_loo_rows", "_grid_loo", "_shrunk_ep",
-                      "_dask", "_bar")
+                      "_dask", "_bar", "_classes", "_row_classes")
 
     def __init__(self, manifold: Manifold, time: Union[str, float] = "auto",
                  t_min: Optional[float] = None, route: str = "auto", shrinkage: bool = False,
@@ -111,12 +124,21 @@ class DiffusionKernelSmoother(BaseEstimator):
         if not isinstance(self.manifold, Manifold):
             raise TypeError(f"manifold must be a heatscore manifold, found {type(self.manifold).__name__}")
         if isinstance(self.time, str):
-            if self.time not in ("auto", "multiscale"):
-                raise ValueError(f"time must be a positive float, 'auto' or 'multiscale', found {self.time!r}")
+            if self.time not in ("auto", "multiscale", "adaptive"):
+                raise ValueError("time must be a positive float, 'auto', 'multiscale' or "
+                                 f"'adaptive', found {self.time!r}")
         else:
             t = float(self.time)
             if not math.isfinite(t) or t <= 0:
-                raise ValueError(f"time must be a positive float, 'auto' or 'multiscale', found {self.time!r}")
+                raise ValueError("time must be a positive float, 'auto', 'multiscale' or "
+                                 f"'adaptive', found {self.time!r}")
+        if self.time == "adaptive":
+            if self.manifold.discrete:
+                raise NotImplementedError(f"time='adaptive' on {self.manifold!r}: a mesh's density "
+                                          "is one heat flow of the data's P1 histogram per time")
+            if self.shrinkage:
+                raise ValueError("shrinkage=True needs a single time (a float or 'auto'), "
+                                 "found time='adaptive'")
         if self.route not in ("auto", "spectral", "neighbors", "dense"):
             raise ValueError(f"route must be 'auto', 'spectral', 'neighbors' or 'dense', found {self.route!r}")
         if self.t_min is not None and not (float(self.t_min) > 0 and math.isfinite(float(self.t_min))):
@@ -133,6 +155,8 @@ class DiffusionKernelSmoother(BaseEstimator):
         """
         self._reset()
         if _is_dask_array(X):  # the Dask extra: a distributed fit (_dask.py)
+            if self.time == "adaptive":
+                raise NotImplementedError("time='adaptive' on a dask array: fit it in memory")
             from heatscore.estimators import _dask
             for name, value in _dask.fit(self, X, sample_weight, client).items():
                 setattr(self, name, value)
@@ -164,14 +188,16 @@ class DiffusionKernelSmoother(BaseEstimator):
         else:
             if X.shape[0] < 2:
                 raise ValueError(f"time={self.time!r} needs at least 2 points, found {X.shape[0]}")
-            t_best = self._select_time(lam1, refine=self.time == "auto")
+            t_best = self._select_time(lam1, refine=self.time != "multiscale")
             if self.time == "auto":
                 times, weights = [t_best], [1.0]
+            elif self.time == "adaptive":
+                times, weights = self._adaptive(t_best, 1.0 / lam1)
             else:
                 times, weights = self._multiscale()
         self.times_ = torch.tensor(times, dtype=torch.float64, device=X.device)
         self.weights_ = torch.tensor(weights, dtype=torch.float64, device=X.device)
-        if len(times) == 1:
+        if len(times) == 1 and self.time != "adaptive":
             self.time_ = times[0]
         if self.shrinkage:
             self._fit_shrinkage()
@@ -355,6 +381,62 @@ class DiffusionKernelSmoother(BaseEstimator):
         pi = pi[keep] / pi[keep].sum()
         return [float(t) for t in times[keep.cpu().numpy()]], [float(p) for p in pi]
 
+    def _adaptive(self, t_pilot, t_max):
+        """Per-point times by the LOO-chosen rule (class docstring); sets ``point_times_``,
+        ``pilot_time_``, ``alpha_``, ``adaptive_log_likelihood_``; returns (times, weights)."""
+        ks, rows = self._ksum, self._loo_rows
+        w = self.sample_weight_[rows] / self.sample_weight_[rows].sum()
+        wu = ks.unique_weight / ks.unique_weight.sum()
+        log_p = ks.log_and_grad(ks.unique, t_pilot, route=self._ksum_route())[0]   # (m,) pilot
+        steps = ((log_p - float(wu @ log_p)) / math.log(RHO)).cpu().numpy()      # log_RHO(p̃/g)
+        k_lo = math.ceil(math.log(self.t_min_ / t_pilot) / math.log(RHO) - 1e-9)
+        k_hi = max(k_lo, math.floor(math.log(max(t_max, t_pilot) / t_pilot) / math.log(RHO) + 1e-9))
+        scores = {}
+
+        def score(alpha, k0):
+            if (alpha, k0) not in scores:
+                k = np.clip(k0 + np.rint(-alpha * steps).astype(np.int64), k_lo, k_hi)
+                present, classes = np.unique(k, return_inverse=True)
+                taus = [t_pilot * RHO ** int(e) for e in present]
+                loo = ks.mixture_log_and_grad(self.X_[rows], taus, [0.0] * len(taus),
+                                              exclude_rows=rows, route=self._ksum_route(),
+                                              classes=classes.astype(np.int64))[0]
+                scores[alpha, k0] = (float(w @ loo), k)
+            return scores[alpha, k0][0]
+
+        score(0.0, 0)                                   # the pilot's single time
+        for alpha in ALPHAS:  # per α, k_0 up and down from 0 until three steps past the best
+            for direction in (1, -1):
+                k0 = best_k0 = 0
+                while abs(k0 - best_k0) < 3:
+                    k0 += direction
+                    if score(alpha, k0) > score(alpha, best_k0):
+                        best_k0 = k0
+        best = max(scores, key=lambda key: (scores[key][0], -key[0]))   # ties: the smaller α
+        self.alpha_, k = best[0], scores[best][1]
+        self.pilot_time_ = t_pilot
+        self.adaptive_log_likelihood_ = scores[best][0]
+        unique_times = t_pilot * RHO ** k.astype(np.float64)
+        own = unique_times if ks.inverse is None else unique_times[ks.inverse]
+        self.point_times_ = torch.as_tensor(own, dtype=torch.float64, device=self.X_.device)
+        self._set_classes()
+        wcls = torch.zeros(len(self.times_), dtype=torch.float64)
+        wcls.index_add_(0, torch.as_tensor(self._row_classes), self.sample_weight_.double().cpu())
+        return self.times_.tolist(), (wcls / wcls.sum()).tolist()
+
+    def _set_classes(self):
+        """``times_`` = the distinct ``point_times_``; ``_row_classes`` (n,) each row's index in
+        it and ``_classes`` (m,) each unique point's (``ValueError`` if equal rows differ)."""
+        pt = self.point_times_.cpu().numpy()
+        times, row_classes = np.unique(pt, return_inverse=True)
+        inverse = self._ksum.inverse
+        classes = np.empty(self._ksum.n_unique, np.int64)
+        classes[row_classes if inverse is None else inverse] = row_classes
+        if inverse is not None and not np.array_equal(classes[inverse], row_classes):
+            raise ValueError("point_times must be equal for equal rows of X")
+        self.times_ = torch.as_tensor(times, dtype=torch.float64, device=self.X_.device)
+        self._row_classes, self._classes = row_classes, classes
+
     # --- evaluation ---------------------------------------------------------------------------
     def _log_and_grad(self, X, t, want_grad, name="X"):
         self._check_fitted("times_")
@@ -369,6 +451,10 @@ class DiffusionKernelSmoother(BaseEstimator):
         if X.shape[0] == 0:                                   # no points: empty results
             return X.new_zeros(0), (X.new_zeros((0,) + tuple(self.manifold.ambient_shape))
                                     if want_grad else None)
+        if getattr(self, "_classes", None) is not None:   # adaptive: each point at its own time
+            return self._ksum.mixture_log_and_grad(
+                X, [tau + float(tt) for tau in self.times_.tolist()], [0.0] * len(self.times_),
+                want_grad, route=self._ksum_route(), classes=self._classes)
         logs, grads, pooled = [], [], []
         for tau_s, pi_s in zip(self.times_.tolist(), self.weights_.tolist()):
             tau = tau_s + float(tt)
@@ -479,9 +565,12 @@ class DiffusionKernelSmoother(BaseEstimator):
                      for tau, c in zip(self.times_.tolist(), counts) if c > 0]
             return torch.cat(parts)[torch.randperm(n, generator=gen).to(parts[0].device)]
         idx = torch.multinomial(self.sample_weight_.cpu(), n, replacement=True, generator=gen)
-        s = torch.multinomial(self.weights_.cpu(), n, replacement=True, generator=gen)
-        return sample_heat_kernel(self.manifold, self.X_[idx.to(self.X_.device)],
-                                  self.times_.to(self.X_)[s.to(self.X_.device)], rng=gen)
+        if hasattr(self, "point_times_"):                   # adaptive: the datum's own time
+            t = self.point_times_.to(self.X_)[idx.to(self.X_.device)]
+        else:
+            s = torch.multinomial(self.weights_.cpu(), n, replacement=True, generator=gen)
+            t = self.times_.to(self.X_)[s.to(self.X_.device)]
+        return sample_heat_kernel(self.manifold, self.X_[idx.to(self.X_.device)], t, rng=gen)
 
     def _sample_reverse(self, n, gen):
         """Shrunk model: the reverse geodesic random walk with its own score, from the stationary
@@ -507,6 +596,9 @@ class DiffusionKernelSmoother(BaseEstimator):
                 "time": self.time, "t_min": self.t_min, "route": self.route,
                 "shrinkage": bool(self.shrinkage), "n_levels": self.n_levels,
                 "t_min_": self.t_min_, "format": 1}
+        for extra in ("pilot_time_", "alpha_", "adaptive_log_likelihood_"):
+            if hasattr(self, extra):
+                meta[extra] = float(getattr(self, extra))
         arrays = {"X": self.X_.cpu().numpy(), "sample_weight": self.sample_weight_.cpu().numpy(),
                   "times": self.times_.cpu().numpy(), "weights": self.weights_.cpu().numpy(),
                   "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
@@ -514,7 +606,7 @@ class DiffusionKernelSmoother(BaseEstimator):
         if hasattr(self, "_mesh_density"):
             arrays["mesh_point_faces"] = self._mesh_density.faces_.cpu().numpy()
             arrays["mesh_point_bary"] = self._mesh_density.bary_.cpu().numpy()
-        for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
+        for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_", "point_times_"):
             if hasattr(self, extra):
                 arrays[extra] = getattr(self, extra).cpu().numpy()
         atomic_write(path, lambda fh: np.savez(fh, **arrays))
@@ -615,6 +707,19 @@ class DiffusionKernelSmoother(BaseEstimator):
         times = get("times")
         if times.size == 0 or (times <= 0).any():
             raise bad("times", f"must be positive diffusion times, found {times.tolist()}")
+        point_times = get("point_times_", optional=True)
+        if (meta["time"] == "adaptive") != (point_times is not None):
+            raise bad("point_times_", f"must be present exactly when time='adaptive' (time="
+                                      f"{meta['time']!r})")
+        if point_times is not None:
+            if point_times.shape != (X.shape[0],) or (point_times <= 0).any():
+                raise bad("point_times_", f"must hold {X.shape[0]} positive times, found shape "
+                                          f"{point_times.shape}")
+            if not np.array_equal(np.unique(point_times), times):
+                raise bad("times", "must be the distinct values of 'point_times_'")
+            adaptive = {k: meta.get(k) for k in ("pilot_time_", "alpha_", "adaptive_log_likelihood_")}
+            if not all(isinstance(v, float) and math.isfinite(v) for v in adaptive.values()):
+                raise bad("meta", f"holds invalid adaptive fit figures {adaptive}")
         if (not isinstance(meta["time"], str) or meta["time"] == "auto" or meta["shrinkage"]) \
                 and times.size != 1:
             raise bad("times", f"holds {times.size} times, but time={meta['time']!r} "
@@ -645,13 +750,19 @@ class DiffusionKernelSmoother(BaseEstimator):
         est.times_ = torch.as_tensor(times)
         est.weights_ = torch.as_tensor(arrays["weights"])
         est._set_n_features(est.X_)
-        if est.times_.numel() == 1:
+        if est.times_.numel() == 1 and meta["time"] != "adaptive":
             est.time_ = float(est.times_[0])
+        if point_times is not None:
+            est.point_times_ = torch.as_tensor(point_times)
+            for k, v in adaptive.items():
+                setattr(est, k, v)
         for extra in ("grid_", "loo_log_likelihood_", "heldout_log_likelihood_"):
             if extra in arrays:
                 setattr(est, extra, torch.as_tensor(arrays[extra]))
         try:
             est._build()
+            if point_times is not None:
+                est._set_classes()
             if m.discrete:
                 est._mesh_density.set_locations(arrays["mesh_point_faces"], arrays["mesh_point_bary"])
             if est.shrinkage:  # deterministic from the saved data and time
